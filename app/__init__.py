@@ -1,0 +1,49 @@
+"""octorelay: a self-hosted relay for the Claude Messages API.
+
+`create_app()` builds the WSGI app; nothing is built at import time.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from flask import Flask
+
+from .config import Settings, load_settings
+
+
+def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
+    """Build the app from the environment, or from `config` (env-style mapping or Settings)."""
+    from . import db, web
+    from .crypto import SecretBox, secret_keys_for
+    from .logs import configure_logging
+    from .services.auth import KeyCache
+
+    if isinstance(config, Settings):
+        settings = config
+    elif config is not None:
+        settings = load_settings(config)
+    else:
+        settings = load_settings()
+
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(
+        OCTORELAY=settings,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.url_map.strict_slashes = False
+    app.extensions["octorelay.secrets"] = SecretBox(secret_keys_for(settings))
+    app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
+    app.extensions["octorelay.redis"] = _redis_client(settings)
+    db.init_app(app, settings)
+    web.init_app(app)
+    return app
+
+
+def _redis_client(settings: Settings):
+    if not settings.redis_url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)

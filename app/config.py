@@ -1,0 +1,135 @@
+"""Settings from the environment (12-factor), checked once at start.
+
+A bad value raises ConfigError with one line an operator can act on, so a
+typo fails the boot instead of a request an hour later. Imports nothing
+from the rest of the app.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one actionable line."""
+
+
+WORKER_CLASSES = ("gthread", "gevent")
+DB_SCHEMES = ("sqlite", "postgres", "postgresql")
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8000
+    database_url: str = "sqlite:///octorelay.db"
+    redis_url: str | None = None
+    admin_token: str | None = None
+    secret_keys: tuple[str, ...] = ()
+    web_concurrency: int = 1
+    worker_class: str = "gthread"
+    threads: int = 64
+    max_body_mb: float = 32.0
+    anthropic_api_key: str | None = None
+    log_level: str = "INFO"
+    max_attempts: int = 3
+    key_cache_ttl_s: float = 1.0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.split(":", 1)[0] == "sqlite"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int = 1, hi: int = 1 << 30) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw.strip()
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    url = _str(env, "DATABASE_URL") or "sqlite:///octorelay.db"
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    if "://" not in url or scheme not in DB_SCHEMES:
+        raise ConfigError(
+            f"DATABASE_URL must start with sqlite:/// or postgresql:// (got scheme {scheme!r})"
+        )
+    return url
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    url = _str(env, "REDIS_URL")
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = (_str(env, "LOG_LEVEL") or "info").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ConfigError(f"LOG_LEVEL={level.lower()!r} is not one of debug, info, warning, error")
+    return level
+
+
+def _worker_class(env: Mapping[str, str]) -> str:
+    value = (_str(env, "OCTORELAY_WORKER_CLASS") or "gthread").lower()
+    if value not in WORKER_CLASSES:
+        raise ConfigError(f"OCTORELAY_WORKER_CLASS must be gthread or gevent (got {value!r})")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:
+    """Build Settings from `env` (default: os.environ, after reading `.env`)."""
+    if env is None:
+        if read_dotenv:
+            from dotenv import load_dotenv
+
+            load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+        env = os.environ
+    secret = _str(env, "OCTORELAY_SECRET_KEY")
+    return Settings(
+        port=_int(env, "PORT", 8000, 1, 65535),
+        database_url=_database_url(env),
+        redis_url=_redis_url(env),
+        admin_token=_str(env, "OCTORELAY_ADMIN_TOKEN"),
+        secret_keys=tuple(k.strip() for k in secret.split(",") if k.strip()) if secret else (),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 1, 1, 256),
+        worker_class=_worker_class(env),
+        threads=_int(env, "OCTORELAY_THREADS", 64, 1, 10000),
+        max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
+        anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),
+        log_level=_log_level(env),
+        max_attempts=_int(env, "OCTORELAY_MAX_ATTEMPTS", 3, 1, 20),
+        key_cache_ttl_s=_float(env, "OCTORELAY_KEY_CACHE_TTL", 1.0, 0.0, 2.0),
+    )

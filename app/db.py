@@ -1,0 +1,92 @@
+"""The database handle: late-bound, built from DATABASE_URL, one connection per thread.
+
+Models bind to `db` (a DatabaseProxy) at import; `open_database` picks the
+real class from the URL. SQLite runs in WAL mode with a busy timeout so
+several gunicorn workers can share one file; PostgreSQL uses a pool.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import parse
+from playhouse.migrations import Runner
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from .config import ConfigError
+
+db = DatabaseProxy()
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 10000,
+    "synchronous": "normal",
+    "foreign_keys": 1,
+}
+
+
+def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
+    """Build (but do not connect) the peewee database for `url`."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    params = parse(url)
+    if scheme == "sqlite":
+        path = params.pop("database")
+        if path not in ("", ":memory:"):
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise ConfigError(f"DATABASE_URL points into {parent}, which does not exist")
+        if pooled and path not in ("", ":memory:"):
+            return PooledSqliteDatabase(
+                path, pragmas=SQLITE_PRAGMAS, max_connections=pool_size,
+                stale_timeout=300, timeout=10, check_same_thread=False, **params)
+        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, **params)
+    if scheme in ("postgres", "postgresql"):
+        name = params.pop("database")
+        if pooled:
+            return PooledPostgresqlDatabase(
+                name, max_connections=pool_size, stale_timeout=300, timeout=10, **params)
+        return PostgresqlDatabase(name, **params)
+    raise ConfigError(f"unsupported DATABASE_URL scheme {scheme!r}")
+
+
+def is_postgres(database) -> bool:
+    return isinstance(database, PostgresqlDatabase)
+
+
+@contextmanager
+def _migration_lock(database):
+    """Serialise concurrent `db upgrade`s (several instances starting at once)."""
+    if is_postgres(database):
+        database.execute_sql("SELECT pg_advisory_lock(7214103)")
+        try:
+            yield
+        finally:
+            database.execute_sql("SELECT pg_advisory_unlock(7214103)")
+    else:
+        yield
+
+
+def upgrade(database, target: str | None = None) -> list[str]:
+    """Apply pending migrations in order; returns the names applied (idempotent)."""
+    with database.connection_context(), _migration_lock(database):
+        return Runner(database, MIGRATIONS_DIR).up(target)
+
+
+def pending_migrations(database) -> list[str]:
+    with database.connection_context():
+        return [m.name for m in Runner(database, MIGRATIONS_DIR).status() if not m.applied]
+
+
+def init_app(app, settings) -> None:
+    """Bind the proxy to the configured database and close connections after each request."""
+    database = open_database(settings.database_url, pool_size=settings.threads + 8)
+    db.initialize(database)
+    app.extensions["octorelay.db"] = database
+
+    @app.teardown_request
+    def _close_db(exc):
+        if not db.is_closed():
+            db.close()

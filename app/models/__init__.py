@@ -1,0 +1,101 @@
+"""peewee models only: what octorelay stores. Schema changes go through migrations/.
+
+Money is stored as whole nano-dollars (1e-9 USD) and prices as whole
+micro-dollars per million tokens, so that sums are exact on every backend.
+"""
+from datetime import datetime, timezone
+
+from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CharField,
+                    DateTimeField, FloatField, IntegerField, Model, TextField)
+
+from ..db import db
+from .fields import JSONField
+
+
+def utcnow() -> datetime:
+    """Naive UTC: the one time convention for every stored timestamp."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class ApiKey(BaseModel):
+    id = AutoField()
+    name = CharField(max_length=200)
+    key_hash = CharField(max_length=64, unique=True)
+    key_prefix = CharField(max_length=16)
+    models = JSONField(default=list)
+    budget_nanos = BigIntegerField(null=True)
+    used_nanos = BigIntegerField(default=0)
+    token_quota = BigIntegerField(null=True)
+    used_tokens = BigIntegerField(default=0)
+    rpm = IntegerField(null=True)
+    tpm = IntegerField(null=True)
+    max_concurrency = IntegerField(null=True)
+    expires_at = DateTimeField(null=True)
+    enabled = BooleanField(default=True)
+    revoked_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Channel(BaseModel):
+    id = AutoField()
+    name = CharField(max_length=200, unique=True)
+    type = CharField(max_length=32)
+    base_url = CharField(max_length=1000, null=True)
+    api_key_enc = TextField(null=True)
+    api_key_hint = CharField(max_length=32, null=True)
+    models = JSONField(default=list)
+    model_map = JSONField(default=dict)
+    priority = IntegerField(default=0)
+    weight = IntegerField(default=1)
+    timeout_s = FloatField(default=600.0)
+    enabled = BooleanField(default=True)
+    consecutive_failures = IntegerField(default=0)
+    cooldown_until = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class ModelPrice(BaseModel):
+    model = CharField(max_length=200, primary_key=True)
+    input = BigIntegerField()
+    output = BigIntegerField()
+    cache_write = BigIntegerField()
+    cache_read = BigIntegerField()
+    updated_at = DateTimeField(default=utcnow)
+
+
+class RequestLog(BaseModel):
+    id = BigAutoField()
+    request_id = CharField(max_length=64, unique=True)
+    key_id = IntegerField(null=True)
+    channel_id = IntegerField(null=True)
+    model = CharField(max_length=200)
+    stream = BooleanField(default=False)
+    status = IntegerField()
+    error_type = CharField(max_length=64, null=True)
+    input_tokens = BigIntegerField(default=0)
+    output_tokens = BigIntegerField(default=0)
+    cache_creation_input_tokens = BigIntegerField(default=0)
+    cache_read_input_tokens = BigIntegerField(default=0)
+    cost_nanos = BigIntegerField(default=0)
+    latency_ms = IntegerField(default=0)
+    ttft_ms = IntegerField(null=True)
+    attempts = IntegerField(default=0)
+    client_disconnected = BooleanField(default=False)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("key_id", "created_at"), False),
+            (("created_at",), False),
+        )
+
+
+MODELS = [ApiKey, Channel, ModelPrice, RequestLog]

@@ -1,0 +1,61 @@
+"""Admin API bodies: keys, channels, prices. Unknown fields are errors (typos must not pass)."""
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, post_load, validate
+
+from ..services.channels import CHANNEL_TYPES
+from ..timefmt import to_naive_utc
+from .strict import StrictBoolean, StrictFloat, StrictInteger
+
+_name = validate.Length(min=1, max=200)
+_glob = fields.String(validate=validate.Length(min=1, max=200))
+_limit = dict(allow_none=True, validate=validate.Range(min=1, max=10**9))
+
+
+class KeySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=_name)
+    budget_usd = StrictFloat(allow_none=True, validate=validate.Range(min=0, max=10**9))
+    token_quota = StrictInteger(allow_none=True, validate=validate.Range(min=0, max=10**15))
+    rpm = StrictInteger(**_limit)
+    tpm = StrictInteger(**_limit)
+    max_concurrency = StrictInteger(**_limit)
+    models = fields.List(_glob, allow_none=True, validate=validate.Length(max=500))
+    expires_at = fields.DateTime(allow_none=True)
+    enabled = StrictBoolean()
+
+    @post_load
+    def _utc(self, data, **kwargs):
+        if data.get("expires_at") is not None:
+            data["expires_at"] = to_naive_utc(data["expires_at"])
+        return data
+
+
+class ChannelSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=_name)
+    type = fields.String(required=True, validate=validate.OneOf(sorted(CHANNEL_TYPES)))
+    base_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
+                          validate=validate.Length(max=1000))
+    api_key = fields.String(allow_none=True, validate=validate.Length(max=4096))
+    models = fields.List(_glob, required=True, validate=validate.Length(min=1, max=500))
+    model_map = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)),
+                            values=fields.String(validate=validate.Length(min=1, max=200)))
+    priority = StrictInteger(validate=validate.Range(min=-10**6, max=10**6))
+    weight = StrictInteger(validate=validate.Range(min=1, max=10**6))
+    timeout_s = StrictFloat(validate=validate.Range(min=0.1, max=86400))
+    enabled = StrictBoolean()
+
+
+class PriceSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    input = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
+    output = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
+    cache_write = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
+    cache_read = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))

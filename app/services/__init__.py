@@ -1,0 +1,1 @@
+"""Plain-Python services: auth, keys, channels, prices, routing, accounting. No flask.request here."""

@@ -1,0 +1,113 @@
+"""Client authentication: octorelay key -> a snapshot of the key's row, or 401.
+
+Lookups are cached per process for at most `ttl` seconds (1 s by default),
+so revocations and limit changes reach every worker well within 2 s while
+a busy key costs one indexed SELECT per second, not one per request.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..errors import AuthenticationFailed, PermissionDenied
+from ..models import ApiKey, utcnow
+from .keys import KEY_PREFIX, hash_key
+
+
+@dataclass(frozen=True)
+class KeySnapshot:
+    id: int
+    name: str
+    models: tuple[str, ...]
+    budget_nanos: int | None
+    used_nanos: int
+    token_quota: int | None
+    used_tokens: int
+    rpm: int | None
+    tpm: int | None
+    max_concurrency: int | None
+    expires_at: datetime | None
+    enabled: bool
+    revoked: bool
+
+    @classmethod
+    def of(cls, row: ApiKey) -> "KeySnapshot":
+        return cls(
+            id=row.id, name=row.name, models=tuple(row.models or ()),
+            budget_nanos=row.budget_nanos, used_nanos=row.used_nanos,
+            token_quota=row.token_quota, used_tokens=row.used_tokens,
+            rpm=row.rpm, tpm=row.tpm, max_concurrency=row.max_concurrency,
+            expires_at=row.expires_at, enabled=row.enabled, revoked=row.revoked_at is not None,
+        )
+
+    def may_use(self, model: str) -> bool:
+        """Empty `models` means every model; otherwise one glob must match."""
+        return not self.models or any(fnmatch.fnmatchcase(model, g) for g in self.models)
+
+    def check_model(self, model: str) -> None:
+        if not self.may_use(model):
+            raise PermissionDenied(f"this API key is not allowed to use model {model!r}")
+
+
+class KeyCache:
+    """hash -> (snapshot, fetched_at); bounded in age and in size."""
+
+    def __init__(self, ttl: float = 1.0, max_entries: int = 10_000):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[KeySnapshot, float]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, key_hash: str) -> KeySnapshot | None:
+        now = time.monotonic()
+        hit = self._entries.get(key_hash)
+        if hit is not None and now - hit[1] < self.ttl:
+            return hit[0]
+        row = ApiKey.get_or_none(ApiKey.key_hash == key_hash)
+        if row is None or not hmac.compare_digest(row.key_hash, key_hash):
+            self._entries.pop(key_hash, None)
+            return None
+        snapshot = KeySnapshot.of(row)
+        if self.ttl > 0:
+            with self._lock:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[key_hash] = (snapshot, now)
+        return snapshot
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def key_from_headers(headers) -> str | None:
+    """`x-api-key` wins; else `Authorization: Bearer KEY` (recent SDKs send that)."""
+    raw = headers.get("x-api-key")
+    if raw:
+        return raw.strip()
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def authenticate(raw_key: str | None, cache: KeyCache) -> KeySnapshot:
+    if not raw_key:
+        raise AuthenticationFailed(
+            "missing API key: send it in the x-api-key header or as Authorization: Bearer")
+    if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
+        raise AuthenticationFailed("invalid API key")
+    snapshot = cache.lookup(hash_key(raw_key))
+    if snapshot is None:
+        raise AuthenticationFailed("invalid API key")
+    if snapshot.revoked:
+        raise AuthenticationFailed("this API key has been revoked")
+    if not snapshot.enabled:
+        raise AuthenticationFailed("this API key is disabled")
+    if snapshot.expires_at is not None and snapshot.expires_at <= utcnow():
+        raise AuthenticationFailed("this API key has expired")
+    return snapshot

@@ -1,0 +1,101 @@
+"""Upstream channels: admin operations and the masked view. Upstream keys are encrypted here."""
+from __future__ import annotations
+
+from ..crypto import SecretBox, mask
+from ..errors import InvalidRequest, NotFound
+from ..models import Channel, utcnow
+from ..timefmt import iso
+
+# type -> default base_url (None: the type needs no upstream, or the admin must give one)
+CHANNEL_TYPES = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": None,
+    "mock": None,
+}
+
+
+def serialize(channel: Channel) -> dict:
+    return {
+        "id": channel.id,
+        "name": channel.name,
+        "type": channel.type,
+        "base_url": channel.base_url,
+        "api_key": channel.api_key_hint,
+        "models": list(channel.models or []),
+        "model_map": dict(channel.model_map or {}),
+        "priority": channel.priority,
+        "weight": channel.weight,
+        "timeout_s": channel.timeout_s,
+        "enabled": channel.enabled,
+        "consecutive_failures": channel.consecutive_failures,
+        "cooldown_until": iso(channel.cooldown_until),
+        "created_at": iso(channel.created_at),
+        "updated_at": iso(channel.updated_at),
+    }
+
+
+def _columns(fields: dict, box: SecretBox) -> dict:
+    out = dict(fields)
+    if "api_key" in out:
+        secret = out.pop("api_key")
+        out["api_key_enc"] = box.encrypt(secret) if secret else None
+        out["api_key_hint"] = mask(secret) if secret else None
+    if out.get("base_url"):
+        out["base_url"] = out["base_url"].rstrip("/")
+    return out
+
+
+def _check_base_url(channel_type: str, base_url: str | None) -> str | None:
+    if channel_type == "mock":
+        return base_url
+    if not base_url:
+        default = CHANNEL_TYPES[channel_type]
+        if default is None:
+            raise InvalidRequest(f"base_url: required for {channel_type} channels")
+        return default
+    return base_url
+
+
+def _check_name_free(name: str, own_id: int | None = None) -> None:
+    query = Channel.select(Channel.id).where(Channel.name == name)
+    if own_id is not None:
+        query = query.where(Channel.id != own_id)
+    if query.exists():
+        raise InvalidRequest(f"name: a channel named {name!r} already exists")
+
+
+def create_channel(fields: dict, box: SecretBox) -> Channel:
+    columns = _columns(fields, box)
+    columns["base_url"] = _check_base_url(columns["type"], columns.get("base_url"))
+    _check_name_free(columns["name"])
+    return Channel.create(**columns)
+
+
+def get_channel(channel_id: int) -> Channel:
+    channel = Channel.get_or_none(Channel.id == channel_id)
+    if channel is None:
+        raise NotFound(f"no channel with id {channel_id}")
+    return channel
+
+
+def list_channels() -> list[Channel]:
+    return list(Channel.select().order_by(Channel.id))
+
+
+def update_channel(channel_id: int, fields: dict, box: SecretBox) -> Channel:
+    channel = get_channel(channel_id)
+    columns = _columns(fields, box)
+    if "type" in columns or "base_url" in columns:
+        channel_type = columns.get("type", channel.type)
+        columns["base_url"] = _check_base_url(channel_type, columns.get("base_url", channel.base_url))
+    if "name" in columns:
+        _check_name_free(columns["name"], channel_id)
+    if columns:
+        columns["updated_at"] = utcnow()
+        Channel.update(**columns).where(Channel.id == channel_id).execute()
+    return get_channel(channel_id)
+
+
+def delete_channel(channel_id: int) -> None:
+    get_channel(channel_id)
+    Channel.delete().where(Channel.id == channel_id).execute()

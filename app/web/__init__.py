@@ -1,0 +1,9 @@
+"""The HTTP layer: thin Flask blueprints that parse, call a service, and render."""
+from . import admin, client, envelope, health
+
+
+def init_app(app) -> None:
+    envelope.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(client.bp)
+    app.register_blueprint(admin.bp)

@@ -1,0 +1,110 @@
+"""The admin API (/admin/*): keys, channels, prices. Bearer admin token, JSON in and out."""
+import hmac
+
+from flask import Blueprint, Response, current_app, request
+
+from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from ..schemas import load
+from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
+from ..services import channels, keys, prices
+from .envelope import json_response
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+def _require_admin():
+    token = current_app.config["OCTORELAY"].admin_token
+    if not token:
+        raise PermissionDenied("the admin API is disabled: set OCTORELAY_ADMIN_TOKEN to enable it")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise AuthenticationFailed("invalid admin token: send Authorization: Bearer $OCTORELAY_ADMIN_TOKEN")
+
+
+def _body():
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
+def _box():
+    return current_app.extensions["octorelay.secrets"]
+
+
+def _no_content():
+    return Response(status=204)
+
+
+# keys ----------------------------------------------------------------------
+
+@bp.post("/keys")
+def create_key():
+    key, raw = keys.create_key(load(KeySchema(), _body()))
+    return json_response({**keys.serialize(key), "key": raw}, 201)
+
+
+@bp.get("/keys")
+def list_keys():
+    return json_response({"data": [keys.serialize(k) for k in keys.list_keys()]})
+
+
+@bp.get("/keys/<int:key_id>")
+def show_key(key_id):
+    return json_response(keys.serialize(keys.get_key(key_id)))
+
+
+@bp.patch("/keys/<int:key_id>")
+def update_key(key_id):
+    fields = load(KeySchema(), _body(), partial=True)
+    return json_response(keys.serialize(keys.update_key(key_id, fields)))
+
+
+@bp.delete("/keys/<int:key_id>")
+def revoke_key(key_id):
+    keys.revoke_key(key_id)
+    return _no_content()
+
+
+# channels ------------------------------------------------------------------
+
+@bp.post("/channels")
+def create_channel():
+    channel = channels.create_channel(load(ChannelSchema(), _body()), _box())
+    return json_response(channels.serialize(channel), 201)
+
+
+@bp.get("/channels")
+def list_channels():
+    return json_response({"data": [channels.serialize(c) for c in channels.list_channels()]})
+
+
+@bp.get("/channels/<int:channel_id>")
+def show_channel(channel_id):
+    return json_response(channels.serialize(channels.get_channel(channel_id)))
+
+
+@bp.patch("/channels/<int:channel_id>")
+def update_channel(channel_id):
+    fields = load(ChannelSchema(), _body(), partial=True)
+    return json_response(channels.serialize(channels.update_channel(channel_id, fields, _box())))
+
+
+@bp.delete("/channels/<int:channel_id>")
+def delete_channel(channel_id):
+    channels.delete_channel(channel_id)
+    return _no_content()
+
+
+# prices --------------------------------------------------------------------
+
+@bp.get("/prices")
+def list_prices():
+    return json_response({"data": [prices.serialize(p) for p in prices.list_prices()]})
+
+
+@bp.put("/prices/<path:model>")
+def put_price(model):
+    price, created = prices.put_price(model, load(PriceSchema(), _body()))
+    return json_response(prices.serialize(price), 201 if created else 200)

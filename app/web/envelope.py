@@ -1,0 +1,111 @@
+"""What every response shares: a `request-id`, Anthropic's error shape, one access-log line.
+
+Errors from anywhere (our RelayError tree, werkzeug's 404/405/413, a DB
+outage, a bug) leave here as `{"type": "error", ...}` with a request id.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import string
+import time
+
+from flask import Response, g, request
+from peewee import InterfaceError, OperationalError
+from playhouse.pool import MaxConnectionsExceeded
+from werkzeug.exceptions import HTTPException
+
+from ..errors import RelayError, error_body, error_type_for
+
+access_log = logging.getLogger("octorelay.access")
+error_log = logging.getLogger("octorelay.error")
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_request_id() -> str:
+    return "req_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def request_id() -> str:
+    rid = g.get("request_id")
+    if rid is None:
+        rid = g.request_id = new_request_id()
+    return rid
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                    status=status, headers=headers, content_type="application/json")
+
+
+def error_response(status: int, error_type: str, message: str, headers: dict | None = None) -> Response:
+    return json_response(error_body(error_type, message, request_id()), status, headers)
+
+
+def _relay_error(exc: RelayError):
+    return error_response(exc.status, exc.error_type, exc.message, exc.headers)
+
+
+def _http_error(exc: HTTPException):
+    status = exc.code or 500
+    if status == 404:
+        message = f"not found: {request.method} {request.path}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed for {request.path}"
+    elif status == 413:
+        limit = request.max_content_length
+        message = "request body too large" + (f" (limit {limit} bytes)" if limit else "")
+    else:
+        message = exc.description or exc.name
+    headers = {"allow": exc.valid_methods and ", ".join(exc.valid_methods)} if status == 405 else None
+    return error_response(status, error_type_for(status), message, headers)
+
+
+def _db_error(exc: Exception):
+    error_log.error("database unavailable", extra={"fields": {
+        "request_id": request_id(), "error": type(exc).__name__}})
+    return error_response(503, "overloaded_error", "the database is unavailable; retry shortly")
+
+
+def _unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    error_log.exception("unhandled error", extra={"fields": {"request_id": request_id()}})
+    return error_response(500, "api_error", "internal error")
+
+
+def _start():
+    g.request_started = time.perf_counter()
+    request_id()
+
+
+def _finish(response: Response) -> Response:
+    rid = request_id()
+    response.headers["request-id"] = rid
+    fields = {
+        "request_id": rid,
+        "method": request.method,
+        "route": request.url_rule.rule if request.url_rule else request.path,
+        "status": response.status_code,
+        "key_id": g.get("key_id"),
+    }
+    started = g.get("request_started", time.perf_counter())
+
+    def log_line():  # runs when the body is fully sent (streams included)
+        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        access_log.info("request", extra={"fields": fields})
+
+    response.call_on_close(log_line)
+    return response
+
+
+def init_app(app) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.register_error_handler(RelayError, _relay_error)
+    app.register_error_handler(HTTPException, _http_error)
+    for exc in (OperationalError, InterfaceError, MaxConnectionsExceeded):
+        app.register_error_handler(exc, _db_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,111 @@
+"""Shared fixtures: an app on a fresh database (SQLite, or PostgreSQL when
+OCTORELAY_TEST_DATABASE_URL is set), its test client, and admin helpers."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from app import create_app
+from app.db import db, open_database, upgrade
+
+ADMIN_TOKEN = "test-admin-token-9f2c1b"
+SECRET_KEY = "q2mS6yQ7n5bH0uF8YJwHk0j3QvZr2m1Ck9yXG1p4e6U="  # a fixed Fernet key for tests
+PG_URL = os.environ.get("OCTORELAY_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("OCTORELAY_TEST_REDIS_URL")
+
+
+def reset_postgres(url: str) -> None:
+    database = open_database(url, pooled=False)
+    with database.connection_context():
+        database.execute_sql("DROP SCHEMA public CASCADE")
+        database.execute_sql("CREATE SCHEMA public")
+    database.close()
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    if PG_URL:
+        reset_postgres(PG_URL)
+        return PG_URL
+    return f"sqlite:///{tmp_path}/octorelay.db"
+
+
+@pytest.fixture
+def env(database_url):
+    """Environment variables for an octorelay under test (also handed to subprocesses)."""
+    out = {
+        "DATABASE_URL": database_url,
+        "OCTORELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "OCTORELAY_SECRET_KEY": SECRET_KEY,
+        "LOG_LEVEL": "info",
+    }
+    if REDIS_URL:
+        out["REDIS_URL"] = REDIS_URL
+    return out
+
+
+@pytest.fixture
+def app(env):
+    app = create_app(env)
+    upgrade(db.obj)
+    yield app
+    db.obj.close_all()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Admin:
+    """Calls the admin API with the token; returns the werkzeug test response."""
+
+    def __init__(self, client):
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def __getattr__(self, method):
+        def call(path, **kwargs):
+            headers = {**self.headers, **kwargs.pop("headers", {})}
+            return getattr(self.client, method)(path, headers=headers, **kwargs)
+        return call
+
+    def create_key(self, **fields):
+        fields.setdefault("name", "test")
+        resp = self.post("/admin/keys", json=fields)
+        assert resp.status_code == 201, resp.get_json()
+        return resp.get_json()
+
+    def create_channel(self, **fields):
+        fields.setdefault("name", "mock")
+        fields.setdefault("type", "mock")
+        fields.setdefault("models", ["claude-*"])
+        resp = self.post("/admin/channels", json=fields)
+        assert resp.status_code == 201, resp.get_json()
+        return resp.get_json()
+
+
+@pytest.fixture
+def admin(client):
+    return Admin(client)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_error(resp, status: int, error_type: str, *, contains: str | None = None) -> dict:
+    """The response is Anthropic's error shape with a matching request id."""
+    assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))
+    body = resp.get_json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == error_type
+    assert body["request_id"].startswith("req_")
+    assert resp.headers["request-id"] == body["request_id"]
+    if contains is not None:
+        assert contains in body["error"]["message"], body["error"]["message"]
+    return body
