@@ -19,7 +19,7 @@ def serialize(channel: Channel) -> dict:
         "id": channel.id,
         "name": channel.name,
         "type": channel.type,
-        "base_url": channel.base_url,
+        "base_url": effective_base_url(channel.type, channel.base_url),
         "api_key": channel.api_key_hint,
         "models": list(channel.models or []),
         "model_map": dict(channel.model_map or {}),
@@ -45,15 +45,14 @@ def _columns(fields: dict, box: SecretBox) -> dict:
     return out
 
 
-def _check_base_url(channel_type: str, base_url: str | None) -> str | None:
-    if channel_type == "mock":
-        return base_url
-    if not base_url:
-        default = CHANNEL_TYPES[channel_type]
-        if default is None:
-            raise InvalidRequest(f"base_url: required for {channel_type} channels")
-        return default
-    return base_url
+def effective_base_url(channel_type: str, base_url: str | None) -> str | None:
+    """The stored URL, or the type's default (kept out of the row so a type change can't inherit it)."""
+    return base_url or CHANNEL_TYPES.get(channel_type)
+
+
+def _check_base_url(channel_type: str, base_url: str | None) -> None:
+    if channel_type != "mock" and not effective_base_url(channel_type, base_url):
+        raise InvalidRequest(f"base_url: required for {channel_type} channels")
 
 
 def _check_name_free(name: str, own_id: int | None = None) -> None:
@@ -66,7 +65,7 @@ def _check_name_free(name: str, own_id: int | None = None) -> None:
 
 def create_channel(fields: dict, box: SecretBox) -> Channel:
     columns = _columns(fields, box)
-    columns["base_url"] = _check_base_url(columns["type"], columns.get("base_url"))
+    _check_base_url(columns["type"], columns.get("base_url"))
     _check_name_free(columns["name"])
     return Channel.create(**columns)
 
@@ -86,8 +85,7 @@ def update_channel(channel_id: int, fields: dict, box: SecretBox) -> Channel:
     channel = get_channel(channel_id)
     columns = _columns(fields, box)
     if "type" in columns or "base_url" in columns:
-        channel_type = columns.get("type", channel.type)
-        columns["base_url"] = _check_base_url(channel_type, columns.get("base_url", channel.base_url))
+        _check_base_url(columns.get("type", channel.type), columns.get("base_url", channel.base_url))
     if "name" in columns:
         _check_name_free(columns["name"], channel_id)
     if columns:

@@ -1,0 +1,1 @@
+"""octorelay test suite; modules mirror app/."""

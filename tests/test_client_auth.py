@@ -1,0 +1,72 @@
+"""Client auth on /v1/*: both header styles, and 401 for every kind of bad key."""
+import time
+
+import pytest
+
+from app.models import ApiKey
+
+from .conftest import assert_error
+
+
+@pytest.fixture
+def key(admin):
+    admin.create_channel()
+    return admin.create_key(name="k")
+
+
+def test_x_api_key_and_bearer_both_work(client, key):
+    assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {key['key']}"}).status_code == 200
+    assert client.get("/v1/models", headers={"authorization": f"bearer {key['key']}"}).status_code == 200
+
+
+@pytest.mark.parametrize("headers, message", [
+    ({}, "missing API key"),
+    ({"x-api-key": ""}, "missing API key"),
+    ({"Authorization": "Basic abc"}, "missing API key"),
+    ({"x-api-key": "sk-octo-unknown"}, "invalid API key"),
+    ({"x-api-key": "sk-ant-api03-whatever"}, "invalid API key"),
+    ({"x-api-key": "sk-octo-" + "A" * 5000}, "invalid API key"),
+])
+def test_missing_or_unknown_keys_are_401(client, key, headers, message):
+    assert_error(client.get("/v1/models", headers=headers), 401, "authentication_error", contains=message)
+
+
+def _wait_for_401(client, raw, contains, deadline_s=2.0):
+    """Changes must reach every worker within 2 s (the key cache's age bound)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        resp = client.get("/v1/models", headers={"x-api-key": raw})
+        if resp.status_code == 401 or time.monotonic() > deadline:
+            return assert_error(resp, 401, "authentication_error", contains=contains)
+        time.sleep(0.05)
+
+
+def test_revoked_key_is_refused_within_2s(client, admin, key):
+    assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200  # cached now
+    admin.delete(f"/admin/keys/{key['id']}")
+    _wait_for_401(client, key["key"], "revoked")
+
+
+def test_disabled_key_is_refused_within_2s(client, admin, key):
+    assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
+    admin.patch(f"/admin/keys/{key['id']}", json={"enabled": False})
+    _wait_for_401(client, key["key"], "disabled")
+
+
+def test_expired_key_is_refused(client, admin):
+    raw = admin.create_key(expires_at="2020-01-01T00:00:00Z")["key"]
+    assert_error(client.get("/v1/models", headers={"x-api-key": raw}), 401, "authentication_error",
+                 contains="expired")
+
+
+def test_key_expiring_later_works_until_then(client, admin, key):
+    admin.patch(f"/admin/keys/{key['id']}", json={"expires_at": "2999-01-01T00:00:00Z"})
+    assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
+
+
+def test_lookup_is_by_hash_only(app, client, key):
+    """Tampering with the stored hash makes the key unknown: nothing else identifies it."""
+    ApiKey.update(key_hash="0" * 64).where(ApiKey.id == key["id"]).execute()
+    app.extensions["octorelay.key_cache"].clear()
+    assert_error(client.get("/v1/models", headers={"x-api-key": key["key"]}), 401, "authentication_error")

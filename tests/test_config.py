@@ -1,0 +1,49 @@
+"""Configuration: defaults per API.md §2, and one clear line for each bad value."""
+import pytest
+
+from app.config import ConfigError, load_settings
+
+
+def test_defaults():
+    s = load_settings({})
+    assert (s.port, s.database_url, s.redis_url, s.admin_token) == (8000, "sqlite:///octorelay.db", None, None)
+    assert (s.web_concurrency, s.worker_class, s.threads, s.max_body_mb) == (1, "gthread", 64, 32.0)
+    assert s.log_level == "INFO" and s.max_attempts == 3 and s.secret_keys == ()
+
+
+def test_values_and_rotation_list():
+    s = load_settings({"PORT": "9000", "OCTORELAY_SECRET_KEY": "a, b", "LOG_LEVEL": "debug",
+                       "OCTORELAY_WORKER_CLASS": "gevent", "DATABASE_URL": "postgresql://u@h/db"})
+    assert s.port == 9000 and s.secret_keys == ("a", "b") and s.log_level == "DEBUG"
+    assert s.worker_class == "gevent" and not s.is_sqlite
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"PORT": "eighty"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "octorelay.db"}, "DATABASE_URL"),
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
+    ({"OCTORELAY_WORKER_CLASS": "sync"}, "OCTORELAY_WORKER_CLASS"),
+    ({"OCTORELAY_MAX_BODY_MB": "lots"}, "OCTORELAY_MAX_BODY_MB"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+])
+def test_bad_values_name_the_variable(env, names):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    assert names in str(err.value) and "\n" not in str(err.value)
+
+
+def test_postgres_without_secret_key_refuses_to_start():
+    from app import create_app
+
+    with pytest.raises(ConfigError, match="OCTORELAY_SECRET_KEY is required"):
+        create_app({"DATABASE_URL": "postgresql://postgres@127.0.0.1/test"})
+
+
+def test_malformed_secret_key_refuses_to_start(tmp_path):
+    from app import create_app
+
+    with pytest.raises(ConfigError, match="not a valid Fernet key"):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "OCTORELAY_SECRET_KEY": "short"})
