@@ -33,12 +33,28 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.url_map.strict_slashes = False
-    app.extensions["octorelay.secrets"] = SecretBox(secret_keys_for(settings))
+    box = SecretBox(secret_keys_for(settings))
+    app.extensions["octorelay.secrets"] = box
     app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
     app.extensions["octorelay.redis"] = _redis_client(settings)
+    app.extensions["octorelay.relay"] = _relay(settings, box)
     db.init_app(app, settings)
     web.init_app(app)
     return app
+
+
+def _relay(settings: Settings, box):
+    from .services.accounting import PriceBook
+    from .services.relay import Relay
+    from .services.routing import ChannelDirectory
+    from .upstream.mock import MockTransport
+    from .upstream.transport import HttpTransport
+
+    from .metrics import record_request
+
+    transports = {"http": HttpTransport(pool_size=settings.threads), "mock": MockTransport()}
+    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), PriceBook(), transports,
+                 max_attempts=settings.max_attempts, on_settled=[record_request])
 
 
 def _redis_client(settings: Settings):

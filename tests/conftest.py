@@ -110,3 +110,28 @@ def assert_error(resp, status: int, error_type: str, *, contains: str | None = N
     if contains is not None:
         assert contains in body["error"]["message"], body["error"]["message"]
     return body
+
+
+@pytest.fixture
+def live(app):
+    """The app on a real loopback socket (threaded werkzeug server): for SDK and disconnect tests."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+UPSTREAM_KEY = "sk-ant-api03-upstream-test-key-5f1e2d3c4b5a69788796"
+
+
+def anthropic_channel(admin, upstream, **fields) -> dict:
+    """An `anthropic` channel pointed at the scripted upstream."""
+    fields.setdefault("name", f"up-{len(admin.get('/admin/channels').get_json()['data'])}")
+    return admin.create_channel(type="anthropic", base_url=upstream.url, api_key=UPSTREAM_KEY,
+                                **{"models": ["claude-*"], **fields})

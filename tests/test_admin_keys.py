@@ -128,3 +128,9 @@ def test_admin_disabled_without_token(env):
     client = create_app(env).test_client()
     assert_error(client.get("/admin/keys", headers={"Authorization": "Bearer anything"}),
                  403, "permission_error", contains="OCTORELAY_ADMIN_TOKEN")
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None])
+def test_enabled_must_be_a_real_boolean(admin, value):
+    assert_error(admin.post("/admin/keys", json={"name": "x", "enabled": value}), 400,
+                 "invalid_request_error", contains="enabled:")

@@ -27,5 +27,9 @@ class StrictInteger(fields.Integer):
 
 
 class StrictBoolean(fields.Boolean):
-    truthy = {True}
-    falsy = {False}
+    """Only JSON true/false: `1 in {True}` holds in Python, so check identity."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid", input=value)

@@ -1,6 +1,7 @@
 """Liveness and readiness probes for load balancers and PaaS health checks."""
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app
 
+from .. import metrics
 from ..db import db
 from .envelope import json_response
 
@@ -31,3 +32,9 @@ def readyz():
     ready = all(v == "ok" for v in checks.values())
     return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
                          200 if ready else 503)
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)

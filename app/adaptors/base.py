@@ -1,0 +1,71 @@
+"""The small interface every adaptor implements, and the usage record they all produce."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping, Protocol
+
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def merge(self, usage: Mapping | None) -> None:
+        """Cumulative counts: a later non-null value wins, a missing or null one never erases."""
+        if not usage:
+            return
+        for name in USAGE_FIELDS:
+            value = usage.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                setattr(self, name, value)
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+
+def estimate_tokens(chars: int) -> int:
+    """~4 characters per token: the usual rule of thumb for English text and code."""
+    return math.ceil(chars / 4) if chars > 0 else 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to send: what an adaptor needs to know of a channel."""
+    base_url: str
+    api_key: str | None
+    model: str  # the upstream model name, after model_map
+    timeout_s: float = 600.0
+
+
+class StreamTranslator(Protocol):
+    usage: Usage
+    usage_final: bool       # the upstream sent its closing usage (message_delta or equivalent)
+    output_chars: int       # text forwarded, for estimating output when usage never came
+    error_type: str | None  # an error the upstream reported inside the stream
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Upstream bytes in, bytes for the client out (possibly empty)."""
+
+    def finish(self) -> bytes:
+        """The stream ended cleanly: any last bytes for the client."""
+
+
+class Adaptor(Protocol):
+    def build_request(self, target: Target, body: dict, raw: bytes, headers: Mapping,
+                      *, count_tokens: bool = False):
+        """-> app.upstream.transport.UpstreamRequest"""
+
+    def translate_response(self, body: bytes) -> tuple[bytes, Usage]:
+        """A 2xx non-streaming body -> (Anthropic message JSON bytes, usage)."""
+
+    def translate_stream(self) -> StreamTranslator:
+        """A fresh translator for one streamed answer."""
+
+    def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:
+        """An upstream error answer -> (status, Anthropic error body) for the client."""

@@ -1,0 +1,300 @@
+"""The relay: route a Messages request to a channel, fail over, stream back, settle.
+
+Reads top to bottom: check the model -> pick candidates -> send -> (fail
+over) -> respond -> settle. Failover happens only before the first byte
+reaches the client. Every request that reaches routing is settled exactly
+once, however it ends.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
+
+from ..adaptors import ADAPTORS, Target, estimate_tokens
+from ..errors import NotFound, error_body, error_type_for
+from ..metrics import STREAMS
+from ..upstream.sse import frame
+from ..upstream.transport import TransportError, UpstreamResponse
+from .accounting import PriceBook, RequestRecord, settle
+from .auth import KeySnapshot
+from .routing import ChannelConfig, ChannelDirectory
+
+log = logging.getLogger("octorelay.relay")
+
+# channel type -> (wire format its upstream speaks, transport that reaches it)
+CHANNEL_KINDS = {
+    "anthropic": ("anthropic", "http"),
+    "mock": ("anthropic", "mock"),
+    "openai": ("openai", "http"),
+}
+ANTHROPIC_FORMAT = "anthropic"
+
+
+def retryable(status: int) -> bool:
+    """Worth another channel: the channel's key is bad (401/403), it is limited (429) or broken."""
+    return status in (401, 403, 429) or status >= 500
+
+
+@dataclass
+class RelayCall:
+    request_id: str
+    key: KeySnapshot
+    body: dict
+    raw: bytes
+    headers: Mapping
+    count_tokens: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.body["model"]
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True and not self.count_tokens
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict
+    body: bytes | Iterator[bytes]
+    error_type: str | None = None
+
+
+@dataclass
+class _Opened:
+    channel: ChannelConfig
+    adaptor: object
+    upstream: UpstreamResponse
+
+
+@dataclass
+class Relay:
+    directory: ChannelDirectory
+    prices: PriceBook
+    transports: dict
+    max_attempts: int = 3
+    on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+
+    # entry points -------------------------------------------------------------
+
+    def messages(self, call: RelayCall) -> Reply:
+        call.key.check_model(call.model)
+        record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
+        try:
+            opened = self._open(call, record)
+            if isinstance(opened, Reply):
+                return self._finish_error(record, opened)
+            if call.stream:
+                return Reply(200, _stream_headers(opened.upstream), PrimedStream(self._stream(record, opened)))
+            return self._complete(record, opened)
+        except Exception as exc:
+            if not record.settled:  # no channel, or our own fault: still leave a row
+                record.status = getattr(exc, "status", 500)
+                record.error_type = getattr(exc, "error_type", "api_error")
+                self._settle(record)
+            raise
+
+    def count_tokens(self, call: RelayCall) -> Reply:
+        """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged."""
+        call.key.check_model(call.model)
+        record = RequestRecord(call.request_id, call.key.id, call.model, False)
+        opened = self._open(call, record, formats=(ANTHROPIC_FORMAT,))
+        if isinstance(opened, Reply):
+            return opened
+        try:
+            body = opened.upstream.read()
+        except TransportError as exc:
+            return _transport_reply(exc, call.request_id)
+        finally:
+            opened.upstream.close()
+        return Reply(opened.upstream.status, _json_headers(opened.upstream), body)
+
+    # routing and failover -----------------------------------------------------
+
+    def _open(self, call: RelayCall, record: RequestRecord, formats=None) -> _Opened | Reply:
+        candidates = [c for c in self.directory.candidates(call.model) if self._routable(c, formats)]
+        if not candidates:
+            raise NotFound(f"no channel serves model {call.model!r}")
+        last: Reply | None = None
+        for channel in candidates[:self.max_attempts]:
+            wire, transport = CHANNEL_KINDS[channel.type]
+            adaptor = ADAPTORS[wire]
+            target = Target(channel.base_url or "", channel.api_key, channel.upstream_model(call.model),
+                            channel.timeout_s)
+            record.attempts += 1
+            record.channel_id, record.upstream_model = channel.id, target.model
+            request = adaptor.build_request(target, call.body, call.raw, call.headers,
+                                            count_tokens=call.count_tokens)
+            try:
+                upstream = self.transports[transport].open(request)
+            except TransportError as exc:
+                self.directory.record_failure(channel, exc.kind)
+                last = _transport_reply(exc, call.request_id)
+                continue
+            if 200 <= upstream.status < 300:
+                self.directory.record_success(channel)
+                return _Opened(channel, adaptor, upstream)
+            last = self._upstream_error(adaptor, upstream, call.request_id)
+            if not retryable(upstream.status):
+                return last
+            self.directory.record_failure(channel, f"http_{upstream.status}")
+        return last
+
+    def _routable(self, channel: ChannelConfig, formats) -> bool:
+        kind = CHANNEL_KINDS.get(channel.type)
+        if kind is None or kind[0] not in ADAPTORS or kind[1] not in self.transports:
+            return False
+        return formats is None or kind[0] in formats
+
+    def _upstream_error(self, adaptor, upstream: UpstreamResponse, request_id: str) -> Reply:
+        try:
+            raw = upstream.read()
+        except TransportError:
+            raw = b""
+        finally:
+            upstream.close()
+        status, body = adaptor.translate_error(upstream.status, raw)
+        if not body:
+            body = json.dumps(error_body(error_type_for(status), f"upstream answered {status}",
+                                         request_id)).encode()
+        headers = _json_headers(upstream)
+        if "retry-after" in {k.lower() for k in upstream.headers}:
+            headers["retry-after"] = _header(upstream.headers, "retry-after")
+        return Reply(status, headers, body, _error_type_of(body, status))
+
+    # answers --------------------------------------------------------------------
+
+    def _finish_error(self, record: RequestRecord, reply: Reply) -> Reply:
+        record.status, record.error_type = reply.status, reply.error_type
+        self._settle(record)
+        return reply
+
+    def _complete(self, record: RequestRecord, opened: _Opened) -> Reply:
+        try:
+            raw = opened.upstream.read()
+        except TransportError as exc:
+            return self._finish_error(record, _transport_reply(exc, record.request_id))
+        finally:
+            opened.upstream.close()
+        body, usage = opened.adaptor.translate_response(raw)
+        record.usage = usage
+        record.status = opened.upstream.status
+        record.ttft_ms = _ms_since(record.started)
+        self._settle(record)
+        return Reply(opened.upstream.status, _json_headers(opened.upstream), body)
+
+    def _stream(self, record: RequestRecord, opened: _Opened) -> Iterator[bytes]:
+        """Forward each chunk as it arrives; the finally settles on every ending."""
+        translator = opened.adaptor.translate_stream()
+        record.status = opened.upstream.status
+        broken: TransportError | None = None
+        STREAMS.inc()
+        try:
+            try:
+                for chunk in opened.upstream.chunks():
+                    out = translator.feed(chunk)
+                    if out:
+                        if record.ttft_ms is None:
+                            record.ttft_ms = _ms_since(record.started)
+                        yield out
+                tail = translator.finish()
+                if tail:
+                    yield tail
+            except TransportError as exc:
+                broken = exc
+            if broken is not None:
+                record.error_type = "timeout_error" if broken.kind == "timeout" else "api_error"
+                yield frame("error", error_body(record.error_type, broken.message, record.request_id))
+        except GeneratorExit:
+            record.client_disconnected = True
+            raise
+        finally:
+            STREAMS.dec()
+            opened.upstream.close()
+            usage = translator.usage
+            if not translator.usage_final:
+                usage.output_tokens = max(usage.output_tokens, estimate_tokens(translator.output_chars))
+            record.usage = usage
+            record.error_type = record.error_type or translator.error_type
+            self._settle(record)
+
+    def _settle(self, record: RequestRecord) -> None:
+        settle(record, self.prices)
+        for hook in self.on_settled:
+            try:
+                hook(record)
+            except Exception:
+                log.exception("on_settled hook failed")
+
+
+class PrimedStream:
+    """A stream body whose generator has already started.
+
+    The first chunk is fetched before the response head goes out, so the
+    generator's `finally` (close upstream, settle) is guaranteed to run on
+    close() even if the server never iterates the body.
+    """
+
+    def __init__(self, gen: Iterator[bytes]):
+        self._gen = gen
+        self._head = [chunk for chunk in [next(gen, None)] if chunk is not None]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        if self._head:
+            return self._head.pop()
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _header(headers: Mapping, name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _json_headers(upstream: UpstreamResponse) -> dict:
+    out = {"content-type": _header(upstream.headers, "content-type") or "application/json"}
+    upstream_id = _header(upstream.headers, "request-id")
+    if upstream_id:
+        out["upstream-request-id"] = upstream_id
+    return out
+
+
+def _stream_headers(upstream: UpstreamResponse) -> dict:
+    out = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+           "x-accel-buffering": "no"}
+    upstream_id = _header(upstream.headers, "request-id")
+    if upstream_id:
+        out["upstream-request-id"] = upstream_id
+    return out
+
+
+def _error_type_of(body: bytes, status: int) -> str:
+    try:
+        payload = json.loads(body)
+        error_type = payload["error"]["type"]
+        if isinstance(error_type, str):
+            return error_type
+    except (ValueError, KeyError, TypeError):
+        pass
+    return error_type_for(status)
+
+
+def _transport_reply(exc: TransportError, request_id: str) -> Reply:
+    status, error_type = (504, "timeout_error") if exc.kind == "timeout" else (502, "api_error")
+    body = json.dumps(error_body(error_type, exc.message, request_id)).encode()
+    return Reply(status, {"content-type": "application/json"}, body, error_type)

@@ -1,0 +1,132 @@
+"""Which channels may serve a model, in what order, and how their health is tracked.
+
+Order: enabled channels serving the model; those not cooling down first,
+highest priority first, weighted-random inside a priority; cooling-down
+channels last (used only when the others are exhausted). The channel list
+is cached per process for at most `ttl` seconds.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..crypto import SecretBox
+from ..metrics import CHANNEL_FAILURES
+from ..models import Channel, utcnow
+
+log = logging.getLogger("octorelay.routing")
+
+FAILURES_BEFORE_COOLDOWN = 3
+COOLDOWN_BASE_S = 30
+COOLDOWN_MAX_S = 600
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    id: int
+    name: str
+    type: str
+    base_url: str | None
+    api_key: str | None
+    models: tuple[str, ...]
+    model_map: dict
+    priority: int
+    weight: int
+    timeout_s: float
+    consecutive_failures: int
+    cooldown_until: datetime | None
+
+    def serves(self, model: str) -> bool:
+        return model in self.model_map or any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_map.get(model, model)
+
+    def cooling(self, now: datetime) -> bool:
+        return self.cooldown_until is not None and self.cooldown_until > now
+
+
+def cooldown_for(failures: int) -> float:
+    """Seconds to rest after the n-th consecutive failure: 30 s, doubling, at most 10 min."""
+    if failures < FAILURES_BEFORE_COOLDOWN:
+        return 0.0
+    return float(min(COOLDOWN_BASE_S * 2 ** (failures - FAILURES_BEFORE_COOLDOWN), COOLDOWN_MAX_S))
+
+
+def weighted_order(channels: list[ChannelConfig], rng: random.Random) -> list[ChannelConfig]:
+    """Weighted sampling without replacement (Efraimidis–Spirakis keys)."""
+    return sorted(channels, key=lambda c: rng.random() ** (1.0 / max(c.weight, 1)), reverse=True)
+
+
+def order_candidates(channels: list[ChannelConfig], model: str, now: datetime,
+                     rng: random.Random) -> list[ChannelConfig]:
+    serving = [c for c in channels if c.serves(model)]
+    ready = [c for c in serving if not c.cooling(now)]
+    resting = sorted((c for c in serving if c.cooling(now)), key=lambda c: c.cooldown_until)
+    ordered = []
+    for priority in sorted({c.priority for c in ready}, reverse=True):
+        ordered += weighted_order([c for c in ready if c.priority == priority], rng)
+    return ordered + resting
+
+
+class ChannelDirectory:
+    """Enabled channels with decrypted keys, refreshed at most every `ttl` seconds."""
+
+    def __init__(self, box: SecretBox, ttl: float = 1.0):
+        self.box = box
+        self.ttl = ttl
+        self._channels: list[ChannelConfig] = []
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    def channels(self) -> list[ChannelConfig]:
+        if time.monotonic() - self._loaded_at >= self.ttl:
+            with self._lock:
+                if time.monotonic() - self._loaded_at >= self.ttl:
+                    self._channels = [self._config(c) for c in
+                                      Channel.select().where(Channel.enabled == True)]  # noqa: E712
+                    self._loaded_at = time.monotonic()
+        return self._channels
+
+    def _config(self, row: Channel) -> ChannelConfig:
+        return ChannelConfig(
+            id=row.id, name=row.name, type=row.type, base_url=row.base_url,
+            api_key=self.box.decrypt(row.api_key_enc) if row.api_key_enc else None,
+            models=tuple(row.models or ()), model_map=dict(row.model_map or {}),
+            priority=row.priority, weight=row.weight, timeout_s=row.timeout_s,
+            consecutive_failures=row.consecutive_failures, cooldown_until=row.cooldown_until)
+
+    def candidates(self, model: str) -> list[ChannelConfig]:
+        return order_candidates(self.channels(), model, utcnow(), self._rng)
+
+    def invalidate(self) -> None:
+        self._loaded_at = float("-inf")
+
+    def record_failure(self, channel: ChannelConfig, reason: str) -> None:
+        """Count the failure atomically; a channel failing repeatedly starts to cool down."""
+        CHANNEL_FAILURES.labels(str(channel.id), reason).inc()
+        Channel.update(consecutive_failures=Channel.consecutive_failures + 1).where(
+            Channel.id == channel.id).execute()
+        row = Channel.get_or_none(Channel.id == channel.id)
+        if row is not None:
+            rest = cooldown_for(row.consecutive_failures)
+            if rest:
+                Channel.update(cooldown_until=utcnow() + timedelta(seconds=rest)).where(
+                    Channel.id == channel.id).execute()
+                log.warning("channel cooling down", extra={"fields": {
+                    "channel_id": channel.id, "failures": row.consecutive_failures,
+                    "cooldown_s": rest, "reason": reason}})
+        self.invalidate()
+
+    def record_success(self, channel: ChannelConfig) -> None:
+        """Only a channel that had failed costs a write here."""
+        if channel.consecutive_failures or channel.cooldown_until is not None:
+            Channel.update(consecutive_failures=0, cooldown_until=None).where(
+                Channel.id == channel.id).execute()
+            self.invalidate()

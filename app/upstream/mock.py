@@ -1,0 +1,87 @@
+"""A local upstream that speaks Anthropic's API: valid messages and event streams, no network.
+
+For demos and curl tests on a machine with no internet. Deterministic text;
+usage estimated from the request size, so accounting has real numbers.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+
+from ..adaptors.base import estimate_tokens
+from .sse import frame
+from .transport import UpstreamRequest, UpstreamResponse
+
+REPLY = ("Hello from octorelay's mock channel. This answer was generated locally; "
+         "add a real channel to talk to Claude.")
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p + " " for p in parts[:-1]] + [parts[-1]]
+
+
+def _reply_for(max_tokens: int) -> tuple[str, str]:
+    """The canned text cut to max_tokens (~1 token a word here), and the stop reason."""
+    words = _words(REPLY)
+    if max_tokens >= len(words):
+        return REPLY, "end_turn"
+    return "".join(words[:max_tokens]), "max_tokens"
+
+
+def _json(status: int, payload: dict) -> UpstreamResponse:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return UpstreamResponse(status, {"content-type": "application/json",
+                                     "request-id": "req_mock_" + secrets.token_hex(8)}, iter([body]))
+
+
+class MockTransport:
+    def open(self, request: UpstreamRequest) -> UpstreamResponse:
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            return _json(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                          "message": "mock: body is not JSON"}})
+        input_tokens = estimate_tokens(len(request.body))
+        if request.url.endswith("/count_tokens"):
+            return _json(200, {"input_tokens": input_tokens})
+        max_tokens = body.get("max_tokens") if isinstance(body.get("max_tokens"), int) else 1024
+        text, stop_reason = _reply_for(max_tokens)
+        message = {
+            "id": "msg_mock_" + secrets.token_hex(12),
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "mock"),
+            "content": [{"type": "text", "text": text}] if text else [],
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0, "output_tokens": len(_words(text)) if text else 0},
+        }
+        if body.get("stream") is True:
+            return UpstreamResponse(200, {"content-type": "text/event-stream; charset=utf-8",
+                                          "request-id": "req_mock_" + secrets.token_hex(8)},
+                                    iter(_events(message, text)))
+        return _json(200, message)
+
+    def close(self) -> None:
+        pass
+
+
+def _events(message: dict, text: str) -> list[bytes]:
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": {**message["usage"], "output_tokens": 1}}
+    out = [frame("message_start", {"type": "message_start", "message": start})]
+    if text:
+        out.append(frame("content_block_start", {"type": "content_block_start", "index": 0,
+                                                 "content_block": {"type": "text", "text": ""}}))
+        out.append(frame("ping", {"type": "ping"}))
+        for word in _words(text):
+            out.append(frame("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "text_delta", "text": word}}))
+        out.append(frame("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    out.append(frame("message_delta", {"type": "message_delta",
+                                       "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                       "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    out.append(frame("message_stop", {"type": "message_stop"}))
+    return out

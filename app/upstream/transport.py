@@ -1,0 +1,116 @@
+"""Sending one upstream request and reading its answer as it arrives.
+
+One HTTPAdapter (its urllib3 pool) is shared by every thread of a worker,
+so connections are reused; each thread gets its own thin Session over it,
+since Session objects themselves are not documented as thread-safe.
+"""
+from __future__ import annotations
+
+import threading
+from http.cookiejar import DefaultCookiePolicy
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+CONNECT_TIMEOUT_S = 10.0
+READ_CHUNK = 65536
+
+
+class TransportError(Exception):
+    """No usable answer: `kind` is "connect" or "timeout" (before the head) or "broken" (mid-body)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class UpstreamRequest:
+    url: str
+    headers: dict
+    body: bytes
+    timeout_s: float = 600.0
+
+
+@dataclass
+class UpstreamResponse:
+    """An answer whose head has arrived; `chunks()` yields body bytes as they come."""
+    status: int
+    headers: dict
+    _chunks: Iterator[bytes] = field(repr=False)
+    _close: object = field(default=None, repr=False)
+
+    def chunks(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def read(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+class HttpTransport:
+    def __init__(self, pool_size: int = 64):
+        self._adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0,
+                                    pool_block=False)
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # never pick up proxies or .netrc credentials
+            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # keep no cookies
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+            self._local.session = session
+        return session
+
+    def open(self, request: UpstreamRequest) -> UpstreamResponse:
+        """POST and wait for the head; raises TransportError when none comes."""
+        try:
+            resp = self._session().post(
+                request.url, data=request.body, headers=request.headers, stream=True,
+                timeout=(min(CONNECT_TIMEOUT_S, request.timeout_s), request.timeout_s),
+                allow_redirects=False)
+        except requests.exceptions.ConnectTimeout as exc:
+            raise TransportError("connect", f"connect timeout: {type(exc).__name__}") from None
+        except requests.exceptions.Timeout:
+            raise TransportError("timeout", "upstream did not answer in time") from None
+        except requests.exceptions.RequestException as exc:
+            raise TransportError("connect", f"upstream connection failed: {type(exc).__name__}") from None
+        return UpstreamResponse(resp.status_code, dict(resp.headers), _iter_body(resp), resp.close)
+
+    def close(self) -> None:
+        self._adapter.close()
+
+
+def _iter_body(resp: requests.Response) -> Iterator[bytes]:
+    """Yield body bytes as they arrive: one chunk per HTTP chunk, or whatever a read returns.
+
+    `iter_content(chunk_size=None)` would block until EOF on a non-chunked
+    body, so read1() is used there; the upstream is asked for identity
+    encoding, so no decoding is needed.
+    """
+    raw = resp.raw
+    try:
+        if raw.chunked:
+            yield from raw.read_chunked(decode_content=False)
+        else:
+            while True:
+                data = raw.read1(READ_CHUNK)
+                if not data:
+                    break
+                yield data
+    except ReadTimeoutError:
+        raise TransportError("timeout", "upstream stalled mid-response") from None
+    except (ProtocolError, OSError) as exc:
+        raise TransportError("broken", f"upstream connection broke: {type(exc).__name__}") from None
+    except requests.exceptions.RequestException as exc:
+        raise TransportError("broken", f"upstream connection broke: {type(exc).__name__}") from None
