@@ -376,9 +376,51 @@ def prices_set(model, input_, output, cache_write, cache_read, as_json):
     _emit(svc.serialize(price), as_json)
 
 
-def check_settings() -> None:
-    """Fail fast with one line (used by gunicorn's on_starting hook)."""
+# usage and logs --------------------------------------------------------------
+
+USAGE_COLUMNS = ["requests", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+                 "cache_read_input_tokens", "cost_usd"]
+LOG_COLUMNS = ["created_at", "request_id", "key_id", "channel_id", "model", "stream", "status",
+               "error_type", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+               "cache_read_input_tokens", "cost_usd", "latency_ms", "ttft_ms", "attempts",
+               "client_disconnected"]
+
+
+@main.command()
+@click.option("--key-id", help="Only this key.")
+@click.option("--model", help="Only this model (as the client named it).")
+@click.option("--since", help="ISO-8601 date or datetime (inclusive; a date is midnight UTC).")
+@click.option("--until", help="ISO-8601 date or datetime (exclusive).")
+@click.option("--group-by", help="Comma-separated: key, model, channel, day.")
+@json_option
+def usage(key_id, model, since, until, group_by, as_json):
+    """Usage totals from the request log, optionally grouped (as GET /admin/usage)."""
+    from .services import usage as svc
+
+    _app()
+    query = _run(svc.parse_usage_query, {"key_id": key_id, "model": model, "since": since,
+                                         "until": until, "group_by": group_by})
+    rows = _run(lambda: svc.usage_report(**query))
+    group_columns = [svc.GROUP_COLUMNS[name] for name in query.get("group_by", ())]
+    _emit({"data": rows}, as_json, group_columns + USAGE_COLUMNS)
+
+
+@main.command()
+@click.option("--key-id", help="Only this key.")
+@click.option("--limit", help="How many requests (1-1000, default 50).")
+@json_option
+def logs(key_id, limit, as_json):
+    """The most recent requests, newest first (as GET /admin/logs)."""
+    from .services import usage as svc
+
+    _app()
+    query = _run(svc.parse_logs_query, {"key_id": key_id, "limit": limit})
+    _emit({"data": _run(lambda: svc.recent_logs(**query))}, as_json, LOG_COLUMNS)
+
+
+def settings_or_exit():
+    """Settings, or one error line and exit 2 (gunicorn's config uses this)."""
     try:
-        load_settings()
+        return load_settings()
     except ConfigError as exc:
         _fail(str(exc))

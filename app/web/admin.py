@@ -7,6 +7,7 @@ from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from ..schemas import load
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
 from ..services import channels, keys, prices
+from ..services import usage
 from .envelope import json_response
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -108,3 +109,17 @@ def list_prices():
 def put_price(model):
     price, created = prices.put_price(model, load(PriceSchema(), _body()))
     return json_response(prices.serialize(price), 201 if created else 200)
+
+
+# usage and logs ------------------------------------------------------------
+
+@bp.get("/usage")
+def get_usage():
+    query = usage.parse_usage_query(request.args.to_dict(flat=False))
+    return json_response({"data": usage.usage_report(**query)})
+
+
+@bp.get("/logs")
+def get_logs():
+    query = usage.parse_logs_query(request.args.to_dict(flat=False))
+    return json_response({"data": usage.recent_logs(**query)})

@@ -1,0 +1,169 @@
+"""The read side of accounting: usage reports and the recent request log.
+
+Sums are done in SQL (GROUP BY) on integer columns, so money stays exact:
+nano-dollars are summed as integers and converted to USD once per row.
+The same queries run on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+
+from peewee import fn
+
+from ..errors import InvalidRequest
+from ..models import RequestLog
+from ..schemas import load
+from ..schemas.usage import GROUP_FIELDS, LogsQuerySchema, UsageQuerySchema
+from ..timefmt import iso
+from .keys import nanos_to_usd
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
+              *TOKEN_FIELDS, "cost_usd", "latency_ms", "ttft_ms", "attempts",
+              "client_disconnected", "created_at")
+
+# group_by name -> (output field, SQL expression). `date(ts)` exists on both
+# backends: SQLite answers 'YYYY-MM-DD', PostgreSQL a date (normalised below).
+_GROUPS = {
+    "key": ("key_id", RequestLog.key_id),
+    "model": ("model", RequestLog.model),
+    "channel": ("channel_id", RequestLog.channel_id),
+    "day": ("day", fn.date(RequestLog.created_at)),
+}
+GROUP_COLUMNS = {name: column for name, (column, _) in _GROUPS.items()}
+
+
+# parameters ------------------------------------------------------------------
+
+def _single_values(args: Mapping) -> dict:
+    """A query mapping (values may be lists, as werkzeug's `to_dict(flat=False)`) -> plain dict.
+
+    A parameter given twice is an error (except group_by, whose values are
+    joined); None or an empty string means "not given" (`?key_id=&model=`).
+    """
+    out = {}
+    for name, value in args.items():
+        if isinstance(value, (list, tuple)):
+            if name == "group_by":
+                value = ",".join(str(v) for v in value)
+            elif len(value) > 1:
+                raise InvalidRequest(f"{name}: given more than once")
+            else:
+                value = value[0] if value else None
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        out[name] = value
+    return out
+
+
+def parse_usage_query(args: Mapping) -> dict:
+    """Validate `key_id, model, since, until, group_by` -> keyword arguments of usage_report."""
+    return load(UsageQuerySchema(), _single_values(args))
+
+
+def parse_logs_query(args: Mapping) -> dict:
+    """Validate `key_id, limit` -> keyword arguments of recent_logs."""
+    return load(LogsQuerySchema(), _single_values(args))
+
+
+# usage -----------------------------------------------------------------------
+
+def _day(value) -> str | None:
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return None if value is None else str(value)[:10]
+
+
+def usage_report(key_id: int | None = None, model: str | None = None,
+                 since: datetime | None = None, until: datetime | None = None,
+                 group_by=()) -> list[dict]:
+    """Totals of the request log, optionally grouped; `since` inclusive, `until` exclusive.
+
+    Rows carry the group fields (in the order of `group_by`), then `requests`,
+    the four token counts and `cost_usd`; ordered by the group fields, nulls
+    last. Without `group_by`, exactly one row (zeros when nothing matched).
+    """
+    groups = []
+    for name in group_by or ():
+        if name not in _GROUPS:
+            raise InvalidRequest(f"group_by: unknown field {name!r} (allowed: {', '.join(GROUP_FIELDS)})")
+        if name not in groups:
+            groups.append(name)
+
+    group_exprs = [_GROUPS[name][1].alias(f"g_{name}") for name in groups]
+    sums = [fn.COALESCE(fn.SUM(getattr(RequestLog, f)), 0).alias(f) for f in TOKEN_FIELDS]
+    query = (RequestLog
+             .select(*group_exprs, fn.COUNT(RequestLog.id).alias("requests"), *sums,
+                     fn.COALESCE(fn.SUM(RequestLog.cost_nanos), 0).alias("cost_nanos")))
+    conditions = _filters(key_id, model, since, until)
+    if conditions:
+        query = query.where(*conditions)
+    if groups:
+        exprs = [_GROUPS[name][1] for name in groups]
+        query = query.group_by(*exprs).order_by(*[e.asc(nulls="last") for e in exprs])
+
+    rows = []
+    for row in query.dicts():
+        out = {}
+        for name in groups:
+            field = _GROUPS[name][0]
+            value = row[f"g_{name}"]
+            out[field] = _day(value) if name == "day" else value
+        out["requests"] = int(row["requests"] or 0)
+        for f in TOKEN_FIELDS:
+            out[f] = int(row[f] or 0)
+        out["cost_usd"] = nanos_to_usd(int(row["cost_nanos"] or 0))
+        rows.append(out)
+    return rows
+
+
+def _filters(key_id, model, since, until) -> list:
+    conditions = []
+    if key_id is not None:
+        conditions.append(RequestLog.key_id == key_id)
+    if model is not None:
+        conditions.append(RequestLog.model == model)
+    if since is not None:
+        conditions.append(RequestLog.created_at >= since)
+    if until is not None:
+        conditions.append(RequestLog.created_at < until)
+    return conditions
+
+
+# logs ------------------------------------------------------------------------
+
+def serialize_log(row: RequestLog) -> dict:
+    """The admin API's view of one request: numbers and outcome only, never text or secrets."""
+    return {
+        "request_id": row.request_id,
+        "key_id": row.key_id,
+        "channel_id": row.channel_id,
+        "model": row.model,
+        "stream": bool(row.stream),
+        "status": row.status,
+        "error_type": row.error_type,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cache_creation_input_tokens": row.cache_creation_input_tokens,
+        "cache_read_input_tokens": row.cache_read_input_tokens,
+        "cost_usd": nanos_to_usd(row.cost_nanos or 0),
+        "latency_ms": row.latency_ms,
+        "ttft_ms": row.ttft_ms,
+        "attempts": row.attempts,
+        "client_disconnected": bool(row.client_disconnected),
+        "created_at": iso(row.created_at),
+    }
+
+
+def recent_logs(key_id: int | None = None, limit: int = 50) -> list[dict]:
+    """The newest `limit` requests (optionally of one key), newest first."""
+    query = RequestLog.select()
+    conditions = _filters(key_id, None, None, None)
+    if conditions:
+        query = query.where(*conditions)
+    query = query.order_by(RequestLog.created_at.desc(), RequestLog.id.desc()).limit(int(limit))
+    return [serialize_log(row) for row in query]
