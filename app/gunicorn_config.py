@@ -1,13 +1,17 @@
 """gunicorn settings from the environment (API.md §2). The top-level gunicorn.conf.py loads this."""
 import os
+import shutil
+import tempfile
 
-from app.cli import check_settings
+from app.cli import settings_or_exit
+
+_settings = settings_or_exit()  # bad configuration: one line, exit 2, before anything starts
 
 wsgi_app = "app:create_app()"
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
-worker_class = os.environ.get("OCTORELAY_WORKER_CLASS", "gthread") or "gthread"
-threads = int(os.environ.get("OCTORELAY_THREADS", "64") or 64)
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = _settings.worker_class
+threads = _settings.threads
 # gevent: connections per worker; gthread: open (keep-alive) connections per worker
 worker_connections = threads if worker_class == "gevent" else max(1000, threads * 4)
 timeout = 120  # gthread heartbeat; long streams don't block it
@@ -19,10 +23,23 @@ limit_request_field_size = 32768
 limit_request_fields = 200
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"
-loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
+loglevel = _settings.log_level.lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
-def on_starting(server):
-    """Refuse to boot on bad configuration with one line, before any worker forks."""
-    check_settings()
+# Workers write Prometheus metrics to files in this folder; /metrics sums them.
+# Set here, in the master, so every forked worker inherits it.
+_METRICS_DIR_OWNED = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _METRICS_DIR_OWNED:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="octorelay-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _METRICS_DIR_OWNED:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
