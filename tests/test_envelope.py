@@ -59,26 +59,35 @@ def test_database_down_is_503_overloaded_and_health_stays_up():
     assert ready.status_code == 503 and ready.get_json()["checks"]["database"].startswith("error")
 
 
-def test_access_log_is_one_json_line_without_secrets(client, admin):
+@pytest.mark.parametrize("method, route, body", [
+    ("get", "/v1/models", None),
+    ("post", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 5,
+                              "messages": [{"role": "user", "content": "secret prompt text"}]}),
+    ("post", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 5, "stream": True,
+                              "messages": [{"role": "user", "content": "secret prompt text"}]}),
+])
+def test_access_log_is_one_json_line_without_secrets(client, admin, method, route, body):
     records = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(JsonFormatter().format(record))
-    logger = logging.getLogger("octorelay.access")
+    logger = logging.getLogger("octorelay")
     logger.addHandler(handler)
     try:
         admin.create_channel()
         raw = admin.create_key()["key"]
-        resp = client.get("/v1/models", headers={"x-api-key": raw})
-        resp.close()  # the line is written when the response is closed
+        resp = getattr(client, method)(route, json=body, headers={"x-api-key": raw})
+        resp.get_data()
+        resp.close()  # the line is written when the response is closed (streams: at their end)
     finally:
         logger.removeHandler(handler)
     lines = [json.loads(r) for r in records]
-    mine = [line for line in lines if line["request_id"] == resp.headers["request-id"]]
+    mine = [line for line in lines if line.get("request_id") == resp.headers["request-id"]
+            and line["logger"] == "octorelay.access"]
     assert len(mine) == 1
     line = mine[0]
-    assert line["route"] == "/v1/models" and line["status"] == 200 and line["key_id"] is not None
-    assert isinstance(line["latency_ms"], float) and line["method"] == "GET"
-    assert all(raw not in r for r in records)
+    assert line["route"] == route and line["status"] == 200 and line["key_id"] is not None
+    assert isinstance(line["latency_ms"], float) and line["method"] == method.upper()
+    assert all(raw not in r and "secret prompt" not in r and "mock channel" not in r for r in records)
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

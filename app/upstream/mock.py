@@ -26,7 +26,7 @@ def _reply_for(max_tokens: int) -> tuple[str, str]:
     words = _words(REPLY)
     if max_tokens >= len(words):
         return REPLY, "end_turn"
-    return "".join(words[:max_tokens]), "max_tokens"
+    return "".join(words[:max_tokens]).rstrip(), "max_tokens"
 
 
 def _json(status: int, payload: dict) -> UpstreamResponse:

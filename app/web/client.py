@@ -25,7 +25,7 @@ def _call(count_tokens: bool) -> RelayCall:
 
 
 def _send(reply) -> Response:
-    return Response(reply.body, status=reply.status, headers=reply.headers, direct_passthrough=True)
+    return Response(reply.body, status=reply.status, headers=reply.headers)
 
 
 @bp.post("/messages")
