@@ -62,7 +62,7 @@ def _emit(obj, as_json: bool, columns: list[str] | None = None):
         click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths)))
 
 
-def _number(value):
+def _number(value, field: str):
     """CLI numbers: 'none' clears the limit; otherwise an int or a float."""
     if value is None:
         return None
@@ -74,7 +74,7 @@ def _number(value):
         try:
             return float(value)
         except ValueError:
-            _fail(f"{value!r} is not a number")
+            _fail(f"{field}: {value!r} is not a number")
 
 
 def _fields(**options) -> dict:
@@ -179,8 +179,9 @@ def key_options(fn):
 
 def _key_fields(name, budget_usd, token_quota, rpm, tpm, max_concurrency, models, expires_at, enabled):
     expires = "CLEAR" if expires_at and expires_at.lower() == "none" else expires_at
-    return _fields(name=name, budget_usd=_number(budget_usd), token_quota=_number(token_quota),
-                   rpm=_number(rpm), tpm=_number(tpm), max_concurrency=_number(max_concurrency),
+    return _fields(name=name, budget_usd=_number(budget_usd, "budget_usd"),
+                   token_quota=_number(token_quota, "token_quota"), rpm=_number(rpm, "rpm"),
+                   tpm=_number(tpm, "tpm"), max_concurrency=_number(max_concurrency, "max_concurrency"),
                    models=list(models) if models else None, expires_at=expires, enabled=enabled)
 
 
@@ -419,8 +420,16 @@ def logs(key_id, limit, as_json):
 
 
 def settings_or_exit():
-    """Settings, or one error line and exit 2 (gunicorn's config uses this)."""
+    """Settings whose secret key works, or one error line and exit 2 (gunicorn's config uses this).
+
+    Checked in gunicorn's master, so a bad key stops the start before any
+    worker forks (and SQLite's key file is created once, race-free).
+    """
+    from .crypto import SecretBox, secret_keys_for
+
     try:
-        return load_settings()
+        settings = load_settings()
+        SecretBox(secret_keys_for(settings))
+        return settings
     except ConfigError as exc:
         _fail(str(exc))

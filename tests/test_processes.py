@@ -1,0 +1,468 @@
+"""octorelay as real processes: `octorelay up`, `gunicorn -c gunicorn.conf.py`, bad config, secrets in logs and DB.
+
+Every process is started in its own session, every wait has a deadline, and
+every process is stopped (SIGTERM, then SIGKILL to its group) in teardown.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+from tests.conftest import ADMIN_TOKEN, PG_URL, free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OCTORELAY = str(BIN / "octorelay") if (BIN / "octorelay").exists() else "octorelay"
+GUNICORN = str(BIN / "gunicorn") if (BIN / "gunicorn").exists() else "gunicorn"
+HOST = "127.0.0.1"
+START_TIMEOUT = 20.0
+KEY_LINE = re.compile(r"^\s+(sk-octo-[A-Za-z0-9_\-]+)\s*$", re.M)
+
+# Variables of the developer's shell that must not leak into the servers under test.
+OUTSIDE_VARS = ("DATABASE_URL", "REDIS_URL", "OCTORELAY_ADMIN_TOKEN", "OCTORELAY_SECRET_KEY",
+                "OCTORELAY_WORKER_CLASS", "OCTORELAY_THREADS", "OCTORELAY_MAX_BODY_MB",
+                "OCTORELAY_MAX_ATTEMPTS", "OCTORELAY_KEY_CACHE_TTL", "WEB_CONCURRENCY", "PORT",
+                "ANTHROPIC_API_KEY", "LOG_LEVEL", "GUNICORN_CMD_ARGS", "FORWARDED_ALLOW_IPS")
+
+
+def base_env(**extra: str) -> dict:
+    out = {k: v for k, v in os.environ.items() if k not in OUTSIDE_VARS}
+    out["PYTHONUNBUFFERED"] = "1"
+    # several test servers must not fight over gunicorn's per-user control socket
+    out["GUNICORN_CMD_ARGS"] = "--no-control-socket"
+    out.update(extra)
+    return out
+
+
+class Proc:
+    """A started process whose stdout and stderr go to files; stopped by `stop()`."""
+
+    def __init__(self, args: list[str], *, cwd: Path, env: dict, logdir: Path, name: str):
+        self.stdout_path = logdir / f"{name}.stdout"
+        self.stderr_path = logdir / f"{name}.stderr"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"process did not exit within {timeout}s\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait (gunicorn shuts down gracefully); SIGKILL the group if it hangs."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap_group()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=10)
+
+    def _reap_group(self) -> None:
+        """Workers that outlived their master (they should not) are killed too."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Start processes through this; all are stopped at teardown, whatever happened."""
+    started: list[Proc] = []
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+
+    def start(args, *, cwd, env, name=None) -> Proc:
+        proc = Proc(args, cwd=cwd, env=env, logdir=logdir, name=name or f"p{len(started)}")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=10)
+        # shown by pytest only when the test failed
+        print(f"--- {proc.stdout_path.name}:\n{proc.stdout[-5000:]}\n--- {proc.stderr_path.name}:\n"
+              f"{proc.stderr[-20000:]}")
+
+
+def url(port: int, path: str) -> str:
+    return f"http://{HOST}:{port}{path}"
+
+
+def get(port: int, path: str, timeout: float = 5.0, **headers) -> requests.Response:
+    """One request on a fresh connection (so that several workers get their share)."""
+    with requests.Session() as session:
+        return session.get(url(port, path), headers={"Connection": "close", **headers}, timeout=timeout)
+
+
+def wait_until_serving(proc: Proc, port: int, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            pytest.fail(f"server exited with {proc.popen.returncode}\nstdout:\n{proc.stdout}\n"
+                        f"stderr:\n{proc.stderr}")
+        try:
+            if get(port, "/healthz", timeout=1.0).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"server not serving within {timeout}s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+
+
+def wait_for_key_line(proc: Proc, timeout: float = START_TIMEOUT) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = KEY_LINE.search(proc.stdout)
+        if match:
+            return match.group(1)
+        if proc.popen.poll() is not None:
+            break
+        time.sleep(0.05)
+    pytest.fail(f"no key line on stdout within {timeout}s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+
+
+def run(args, *, cwd, env, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+class AdminClient:
+    def __init__(self, port: int, token: str = ADMIN_TOKEN):
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
+        with requests.Session() as session:
+            return session.request(method, url(self.port, path), headers=self.headers, timeout=10, **kwargs)
+
+    def create_key(self, **fields) -> dict:
+        resp = self("POST", "/admin/keys", json={"name": "k", **fields})
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def create_channel(self, **fields) -> dict:
+        body = {"name": "mock", "type": "mock", "models": ["claude-*"], **fields}
+        resp = self("POST", "/admin/channels", json=body)
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+
+def model_ids(port: int, key: str, **headers) -> list[str]:
+    resp = get(port, "/v1/models?limit=1000", **{"x-api-key": key, **headers})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert resp.headers["request-id"].startswith("req_")
+    assert body["has_more"] is False
+    return [m["id"] for m in body["data"]]
+
+
+def assert_models_served(port: int, key: str) -> None:
+    for headers in ({"x-api-key": key}, {"Authorization": f"Bearer {key}"}):
+        resp = get(port, "/v1/models?limit=1000", **headers)
+        assert resp.status_code == 200, resp.text
+        ids = [m["id"] for m in resp.json()["data"]]
+        assert ids, resp.text
+        assert all(fnmatch.fnmatchcase(i, "claude-*") for i in ids), ids
+        assert "claude-sonnet-4-5" in ids
+
+
+def assert_probes_ok(port: int) -> None:
+    health = get(port, "/healthz")
+    assert health.status_code == 200, health.text
+    assert health.headers["request-id"].startswith("req_")
+    ready = get(port, "/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+
+
+def one_error_line(stderr: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.startswith("octorelay: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+# 1. octorelay up -------------------------------------------------------------------
+
+def test_up_bootstraps_once_and_serves_the_printed_key(env, tmp_path, procs):
+    cwd = tmp_path / "run"
+    cwd.mkdir()
+    port = free_port()
+    server_env = base_env(**env, PORT=str(port))
+
+    first = procs([OCTORELAY, "up"], cwd=cwd, env=server_env, name="up1")
+    key = wait_for_key_line(first)
+    wait_until_serving(first, port)
+    out = first.stdout
+    assert out.count("sk-octo-") == 1, out
+    assert "DEMO MODE" in out and "MOCK" in out, out
+    assert "applied migration" in out
+    assert_models_served(port, key)
+    assert_probes_ok(port)
+    assert first.stop() == 0, first.stderr
+
+    port = free_port()
+    second = procs([OCTORELAY, "up"], cwd=cwd, env={**server_env, "PORT": str(port)}, name="up2")
+    wait_until_serving(second, port)
+    out = second.stdout
+    assert "sk-octo-" not in out, out
+    assert "first start" not in out and "DEMO MODE" not in out and "applied migration" not in out, out
+    assert_models_served(port, key)  # the first key still works
+    keys = AdminClient(port)("GET", "/admin/keys").json()["data"]
+    assert len(keys) == 1 and keys[0]["name"] == "default"
+    assert second.stop() == 0, second.stderr
+
+
+def test_up_with_no_database_url_uses_sqlite_in_cwd_and_a_0600_secret_file(tmp_path, procs):
+    cwd = tmp_path / "fresh"
+    cwd.mkdir()
+    port = free_port()
+    server_env = base_env(PORT=str(port), OCTORELAY_ADMIN_TOKEN=ADMIN_TOKEN)
+
+    proc = procs([OCTORELAY, "up"], cwd=cwd, env=server_env, name="up")
+    key = wait_for_key_line(proc)
+    wait_until_serving(proc, port)
+    assert "DEMO MODE" in proc.stdout
+
+    db_file = cwd / "octorelay.db"
+    secret_file = cwd / "octorelay.db.secret"
+    assert db_file.is_file()
+    assert secret_file.is_file()
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    Fernet(secret_file.read_text().strip().encode())  # a valid Fernet key
+
+    assert_models_served(port, key)
+    assert_probes_ok(port)
+    listed = AdminClient(port)("GET", "/admin/keys")
+    assert listed.status_code == 200
+    assert key not in listed.text
+    channels = AdminClient(port)("GET", "/admin/channels").json()["data"]
+    assert [(c["type"], c["models"]) for c in channels] == [("mock", ["claude-*"])]
+    assert proc.stop() == 0, proc.stderr
+
+
+# 2. several workers: revocation and permission changes reach all of them within 2 s --------
+
+def poll_until_settled(port: int, key: str, since: float, *, settle_after: float = 2.0,
+                       need: int = 30, timeout: float = 8.0) -> list[tuple[float, requests.Response]]:
+    """GET /v1/models on fresh connections from `since` on, until `need` requests were sent after
+    since + settle_after. Returns (start time, response) pairs."""
+    seen: list[tuple[float, requests.Response]] = []
+    deadline = since + timeout
+    while sum(1 for t, _ in seen if t >= since + settle_after) < need:
+        assert time.monotonic() < deadline, "polling took too long"
+        started = time.monotonic()
+        seen.append((started, get(port, "/v1/models?limit=1000", **{"x-api-key": key})))
+        time.sleep(0.005)
+    return seen
+
+
+def first_settled(seen, good) -> float:
+    """The start time of the run of `good` responses that lasts to the end."""
+    at = None
+    for started, resp in seen:
+        if good(resp):
+            at = started if at is None else at
+        else:
+            at = None
+    return at
+
+
+def is_auth_error(resp: requests.Response) -> bool:
+    return (resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+            and resp.json()["request_id"] == resp.headers.get("request-id"))
+
+
+def test_gunicorn_workers_see_revocation_and_model_changes_within_2s(env, procs):
+    server_env = base_env(**env)
+    upgraded = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env)
+    assert upgraded.returncode == 0, upgraded.stderr
+
+    port = free_port()
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
+                   env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "2"}, name="gunicorn")
+    wait_until_serving(server, port)
+    admin = AdminClient(port)
+    admin.create_channel()
+    doomed = admin.create_key(name="doomed")
+    narrowed = admin.create_key(name="narrowed")
+
+    # warm both workers' key caches: many requests, each on a new connection
+    for _ in range(40):
+        for key in (doomed["key"], narrowed["key"]):
+            assert "claude-sonnet-4-5" in model_ids(port, key)
+
+    assert admin("DELETE", f"/admin/keys/{doomed['id']}").status_code == 204
+    revoked_at = time.monotonic()
+    seen = poll_until_settled(port, doomed["key"], revoked_at)
+    late = [(round(t - revoked_at, 3), r.status_code) for t, r in seen
+            if t >= revoked_at + 2.0 and not is_auth_error(r)]
+    assert not late, f"still accepted after 2 s: {late}"
+    settled = first_settled(seen, is_auth_error)
+    assert settled is not None and settled - revoked_at <= 2.0, settled and settled - revoked_at
+    assert "revoked" in seen[-1][1].json()["error"]["message"]
+
+    # narrowing a key's models: its /v1/models changes within 2 s on every worker
+    resp = admin("PATCH", f"/admin/keys/{narrowed['id']}", json={"models": ["no-such-model-*"]})
+    assert resp.status_code == 200, resp.text
+    patched_at = time.monotonic()
+
+    def is_empty(r):
+        return r.status_code == 200 and r.json()["data"] == []
+
+    seen = poll_until_settled(port, narrowed["key"], patched_at, need=20)
+    late = [round(t - patched_at, 3) for t, r in seen if t >= patched_at + 2.0 and not is_empty(r)]
+    assert not late, f"old model list after 2 s: {late}"
+    settled = first_settled(seen, is_empty)
+    assert settled is not None and settled - patched_at <= 2.0
+    assert server.stop() == 0, server.stderr
+
+
+# 3. bad configuration at start: one line, non-zero exit, no traceback ----------------
+
+BAD_CONFIGS = {
+    "bogus-worker-class": {"OCTORELAY_WORKER_CLASS": "bogus"},
+    "mysql": {"DATABASE_URL": "mysql://x"},
+    "threads-not-a-number": {"OCTORELAY_THREADS": "many"},
+    # API.md §2: with PostgreSQL and no OCTORELAY_SECRET_KEY, refuse to start
+    "postgres-without-secret": {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+                                "OCTORELAY_SECRET_KEY": ""},
+    "secret-not-fernet": {"OCTORELAY_SECRET_KEY": "not-a-fernet-key"},
+}
+COMMANDS = {
+    "gunicorn": [GUNICORN, "-c", "gunicorn.conf.py"],
+    "up": [OCTORELAY, "up"],
+    "db-upgrade": [OCTORELAY, "db", "upgrade"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("bad", list(BAD_CONFIGS))
+def test_bad_config_refuses_to_start_with_one_error_line(env, procs, command, bad):
+    port = free_port()
+    proc_env = base_env(**{**env, "PORT": str(port), **BAD_CONFIGS[bad]})
+    proc = procs(COMMANDS[command], cwd=REPO, env=proc_env, name=command)
+    returncode = proc.wait_exit(timeout=20)  # fails the test (and kills the group) past 20 s
+    assert returncode != 0, (proc.stdout, proc.stderr)
+    one_error_line(proc.stderr)
+    with pytest.raises(requests.RequestException):
+        get(port, "/healthz", timeout=0.5)
+
+
+# 4. secrets never reach the logs or the database in plaintext ----------------------
+
+def database_text(database_url: str) -> bytes:
+    """Everything stored: the SQLite file and its WAL, or every row of every PostgreSQL table."""
+    if database_url.startswith("sqlite"):
+        path = Path(database_url.split(":///", 1)[1])
+        return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [row[0] for row in cur.fetchall()]
+            dump = []
+            for table in tables:
+                cur.execute(f'SELECT * FROM "{table}"')
+                dump.append(repr(cur.fetchall()))
+        assert {"api_key", "channel"} <= set(tables), tables
+        return "\n".join(dump).encode()
+    finally:
+        conn.close()
+
+
+def test_secrets_stay_out_of_logs_and_database(env, procs):
+    server_env = base_env(**env)
+    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
+    port = free_port()
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
+                   env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "1"}, name="gunicorn")
+    wait_until_serving(server, port)
+    admin = AdminClient(port)
+
+    upstream_secret = f"SECRETUPSTREAM-{secrets.token_hex(12)}"
+    upstream_key = f"sk-ant-api03-{upstream_secret}"
+    client = admin.create_key(name="secretive")
+    client_key = client["key"]
+    client_secret = client_key[len(client["key_prefix"]):]
+    channel = admin.create_channel(name="upstream", type="anthropic", api_key=upstream_key,
+                                   models=["claude-*"])
+    assert upstream_secret not in json.dumps(channel)
+    assert upstream_secret not in admin("GET", "/admin/channels").text
+
+    assert "claude-sonnet-4-5" in model_ids(port, client_key)
+    assert "claude-sonnet-4-5" in model_ids(port, "", Authorization=f"Bearer {client_key}")
+    wrong_key = "sk-octo-" + secrets.token_urlsafe(32)
+    resp = get(port, "/v1/models", **{"x-api-key": wrong_key})
+    assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+    wrong_token = ADMIN_TOKEN + "-wrong"
+    resp = AdminClient(port, token=wrong_token)("GET", "/admin/keys")
+    assert resp.status_code == 401 and resp.json()["error"]["type"] == "authentication_error"
+    assert server.stop() == 0
+
+    logs = server.stdout + server.stderr
+    for secret in (client_key, client_secret, upstream_key, upstream_secret, ADMIN_TOKEN,
+                   wrong_key, wrong_token):
+        assert secret not in logs, f"{secret!r} leaked into the logs"
+
+    stored = database_text(env["DATABASE_URL"])
+    assert channel["name"].encode() in stored  # we are looking at the right database
+    for secret in (client_key, client_secret, upstream_key, upstream_secret):
+        assert secret.encode() not in stored, f"{secret!r} stored in plaintext"
+
+    access = []
+    for line in server.stderr.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("logger") == "octorelay.access":
+                access.append(record)
+    assert len(access) >= 6, server.stderr
+    for record in access:
+        for field in ("request_id", "route", "status", "latency_ms", "key_id"):
+            assert field in record, record
+        assert record["request_id"].startswith("req_")
+        assert isinstance(record["status"], int)
+        assert isinstance(record["latency_ms"], (int, float))
+        assert "key" not in record
+        assert not any(isinstance(v, str) and ("sk-octo-" in v or "sk-ant-" in v) for v in record.values())
+    by_outcome = {(r["route"], r["status"], r["key_id"]) for r in access}
+    assert ("/v1/models", 200, client["id"]) in by_outcome, by_outcome
+    assert ("/v1/models", 401, None) in by_outcome, by_outcome
+    assert any(route.startswith("/admin/keys") and status == 401 for route, status, _ in by_outcome)
