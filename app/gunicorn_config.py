@@ -24,6 +24,7 @@ limit_request_fields = 200
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+control_socket_disable = True  # unused; several instances on one host would fight over it
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
