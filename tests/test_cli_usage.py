@@ -5,76 +5,18 @@ import json
 from datetime import datetime
 
 import pytest
-from click.testing import CliRunner
-from flask.globals import _cv_app
 
-from app.cli import main
-from app.db import db
 from app.models import RequestLog
-
-# Variables that would change what the CLI sees if the developer's shell happens to set them.
-OUTSIDE_VARS = ("DATABASE_URL", "REDIS_URL", "OCTORELAY_ADMIN_TOKEN", "OCTORELAY_SECRET_KEY",
-                "OCTORELAY_WORKER_CLASS", "OCTORELAY_THREADS", "OCTORELAY_MAX_BODY_MB",
-                "OCTORELAY_MAX_ATTEMPTS", "OCTORELAY_KEY_CACHE_TTL", "WEB_CONCURRENCY", "PORT",
-                "ANTHROPIC_API_KEY", "LOG_LEVEL")
+from tests.cli_harness import release, runner  # noqa: F401  (runner is a fixture)
 
 SONNET, HAIKU = "claude-sonnet-4-5", "claude-haiku-4-5"
 
 
-def _release():
-    """Pop the app contexts the CLI pushed and close its pooled connections."""
-    while (ctx := _cv_app.get(None)) is not None:
-        ctx.pop()
-    database = db.obj
-    if database is not None:
-        if hasattr(database, "close_all"):
-            database.close_all()
-        elif not database.is_closed():
-            database.close()
-
-
-class Cli:
-    def __init__(self):
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str):
-        try:
-            return self.runner.invoke(main, list(args))
-        finally:
-            _release()
-
-    def ok(self, *args: str) -> str:
-        result = self(*args)
-        assert result.exit_code == 0 and result.exception is None, (
-            args, result.exit_code, result.output, result.exc_info)
-        return result.stdout
-
-    def json(self, *args: str):
-        return json.loads(self.ok(*args, "--json"))
-
-    def fail(self, *args: str) -> str:
-        """Exits non-zero with exactly one stderr line `octorelay: error: ...`; returns that line."""
-        result = self(*args)
-        assert result.exit_code != 0, (args, result.output)
-        assert isinstance(result.exception, SystemExit), (args, result.exc_info)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, (args, result.stderr)
-        assert lines[0].startswith("octorelay: error: "), lines
-        assert "Traceback" not in result.output
-        return lines[0]
-
-
 @pytest.fixture
-def cli(env, monkeypatch):
+def cli(runner):
     """A Cli on a migrated database (migrated through the CLI itself)."""
-    for name in OUTSIDE_VARS:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    runner = Cli()
     runner.ok("db", "upgrade")
-    yield runner
-    _release()
+    return runner
 
 
 def log(request_id, **fields):
@@ -94,7 +36,7 @@ def rows(cli):
     log("req_3", created_at=datetime(2025, 3, 2, 7), input_tokens=300, output_tokens=30,
         cache_creation_input_tokens=5, cost_nanos=1, status=529, error_type="overloaded_error",
         attempts=3, stream=True, client_disconnected=True, ttft_ms=250, latency_ms=900)
-    _release()
+    release()
 
 
 def test_usage_totals_json(cli, rows):

@@ -21,6 +21,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
+from tests.cli_harness import OUTSIDE_VARS
 from tests.conftest import ADMIN_TOKEN, PG_URL, free_port
 
 pytestmark = pytest.mark.slow
@@ -32,13 +33,6 @@ GUNICORN = str(BIN / "gunicorn") if (BIN / "gunicorn").exists() else "gunicorn"
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
 KEY_LINE = re.compile(r"^\s+(sk-octo-[A-Za-z0-9_\-]+)\s*$", re.M)
-
-# Variables of the developer's shell that must not leak into the servers under test.
-OUTSIDE_VARS = ("DATABASE_URL", "REDIS_URL", "OCTORELAY_ADMIN_TOKEN", "OCTORELAY_SECRET_KEY",
-                "OCTORELAY_WORKER_CLASS", "OCTORELAY_THREADS", "OCTORELAY_MAX_BODY_MB",
-                "OCTORELAY_MAX_ATTEMPTS", "OCTORELAY_KEY_CACHE_TTL", "WEB_CONCURRENCY", "PORT",
-                "ANTHROPIC_API_KEY", "LOG_LEVEL", "GUNICORN_CMD_ARGS", "FORWARDED_ALLOW_IPS")
-
 
 def base_env(**extra: str) -> dict:
     out = {k: v for k, v in os.environ.items() if k not in OUTSIDE_VARS}
