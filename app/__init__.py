@@ -35,16 +35,18 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     box = SecretBox(secret_keys_for(settings))
     app.extensions["octorelay.secrets"] = box
-    app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
+    key_cache = app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
     app.extensions["octorelay.redis"] = _redis_client(settings)
-    app.extensions["octorelay.relay"] = _relay(settings, box)
+    relay = app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"])
+    relay.on_settled.append(lambda record: key_cache.spent(record.key_id))
     db.init_app(app, settings)
     web.init_app(app)
     return app
 
 
-def _relay(settings: Settings, box):
+def _relay(settings: Settings, box, redis_client):
     from .services.accounting import PriceBook
+    from .services.limiter import Limiter
     from .services.relay import Relay
     from .services.routing import ChannelDirectory
     from .upstream.mock import MockTransport
@@ -53,7 +55,8 @@ def _relay(settings: Settings, box):
     from .metrics import record_request
 
     transports = {"http": HttpTransport(pool_size=settings.threads), "mock": MockTransport()}
-    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), PriceBook(), transports,
+    limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open)
+    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), PriceBook(), transports, limiter,
                  max_attempts=settings.max_attempts, on_settled=[record_request])
 
 

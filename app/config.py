@@ -35,6 +35,7 @@ class Settings:
     log_level: str = "INFO"
     max_attempts: int = 3
     key_cache_ttl_s: float = 1.0
+    limits_fail_open: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,6 +70,15 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is out of range ({lo}..{hi})")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:
@@ -118,7 +128,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
             load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
         env = os.environ
     secret = _str(env, "OCTORELAY_SECRET_KEY")
-    return Settings(
+    settings = Settings(
         port=_int(env, "PORT", 8000, 1, 65535),
         database_url=_database_url(env),
         redis_url=_redis_url(env),
@@ -132,4 +142,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         log_level=_log_level(env),
         max_attempts=_int(env, "OCTORELAY_MAX_ATTEMPTS", 3, 1, 20),
         key_cache_ttl_s=_float(env, "OCTORELAY_KEY_CACHE_TTL", 1.0, 0.0, 2.0),
+        limits_fail_open=_bool(env, "OCTORELAY_LIMITS_FAIL_OPEN"),
     )
+    if settings.web_concurrency > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"WEB_CONCURRENCY={settings.web_concurrency} needs REDIS_URL: without it every worker "
+            "keeps its own rpm/tpm/concurrency counters and each limit is multiplied by the "
+            "number of workers")
+    return settings

@@ -23,6 +23,7 @@ TTFT = Histogram("octorelay_time_to_first_token_seconds", "Time from request to 
                  ["channel"], buckets=LATENCY_BUCKETS)
 STREAMS = Gauge("octorelay_streams_in_flight", "Streams being relayed now.", multiprocess_mode="livesum")
 CHANNEL_FAILURES = Counter("octorelay_channel_failures", "Failed upstream attempts.", ["channel", "reason"])
+LIMIT_STORE_ERRORS = Counter("octorelay_limit_store_errors", "Rate-limit store (Redis) failures.", ["during"])
 
 
 def record_request(record) -> None:

@@ -33,6 +33,14 @@ def database_url(tmp_path):
     return f"sqlite:///{tmp_path}/octorelay.db"
 
 
+def flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
 @pytest.fixture
 def env(database_url):
     """Environment variables for an octorelay under test (also handed to subprocesses)."""
@@ -43,8 +51,47 @@ def env(database_url):
         "LOG_LEVEL": "info",
     }
     if REDIS_URL:
+        flush_redis(REDIS_URL)  # limit counters are keyed by key id, which restarts at 1
         out["REDIS_URL"] = REDIS_URL
     return out
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A Redis for tests that need shared state (several workers): OCTORELAY_TEST_REDIS_URL, or a
+    private redis-server on a loopback port; skipped when neither is available."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    if REDIS_URL:
+        flush_redis(REDIS_URL)
+        yield REDIS_URL
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("needs Redis: set OCTORELAY_TEST_REDIS_URL or install redis-server")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url, socket_timeout=0.5).ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    pytest.fail("private redis-server did not start")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture

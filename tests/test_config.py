@@ -47,3 +47,19 @@ def test_malformed_secret_key_refuses_to_start(tmp_path):
 
     with pytest.raises(ConfigError, match="not a valid Fernet key"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "OCTORELAY_SECRET_KEY": "short"})
+
+
+def test_several_workers_need_redis():
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY=2 needs REDIS_URL"):
+        load_settings({"WEB_CONCURRENCY": "2"})
+    assert load_settings({"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}).web_concurrency == 2
+
+
+@pytest.mark.parametrize("raw, value", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_fail_open_flag(raw, value):
+    assert load_settings({"OCTORELAY_LIMITS_FAIL_OPEN": raw}).limits_fail_open is value
+
+
+def test_fail_open_flag_rejects_junk():
+    with pytest.raises(ConfigError, match="OCTORELAY_LIMITS_FAIL_OPEN"):
+        load_settings({"OCTORELAY_LIMITS_FAIL_OPEN": "maybe"})

@@ -302,8 +302,8 @@ def is_auth_error(resp: requests.Response) -> bool:
             and resp.json()["request_id"] == resp.headers.get("request-id"))
 
 
-def test_gunicorn_workers_see_revocation_and_model_changes_within_2s(env, procs):
-    server_env = base_env(**env)
+def test_gunicorn_workers_see_revocation_and_model_changes_within_2s(env, procs, redis_url):
+    server_env = base_env(**{**env, "REDIS_URL": redis_url})
     upgraded = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env)
     assert upgraded.returncode == 0, upgraded.stderr
 

@@ -25,10 +25,11 @@ BODY = {"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [{"role": "u
 
 
 @pytest.fixture
-def server(env, procs, upstream, tmp_path):
-    """gunicorn with two workers, one anthropic channel pointed at the scripted upstream."""
+def server(env, procs, upstream, redis_url):
+    """gunicorn with two workers (sharing limits in Redis), one channel pointed at the scripted upstream."""
     port = free_port()
-    server_env = base_env(**env, PORT=str(port), WEB_CONCURRENCY="2", OCTORELAY_THREADS="16",
+    server_env = base_env(**{**env, "REDIS_URL": redis_url}, PORT=str(port), WEB_CONCURRENCY="2",
+                          OCTORELAY_THREADS="16",
                           OCTORELAY_MAX_BODY_MB="0.05")
     assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
     proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
@@ -145,3 +146,36 @@ def test_long_header_values_are_accepted(server, upstream):
                          headers={"x-api-key": key["key"], "anthropic-beta": "b" * 16000})
     assert resp.status_code == 200
     assert upstream.requests[-1].headers["anthropic-beta"] == "b" * 16000
+
+
+def test_rpm_is_shared_by_both_workers(server, upstream):
+    port, admin, _ = server
+    upstream.set_default(json_answer(anthropic_message()))
+    key = admin.create_key(name="rpm", rpm=10)
+    statuses = []
+    for _ in range(20):  # a fresh connection each time, so both workers take requests
+        with requests.Session() as session:
+            statuses.append(session.post(url(port, "/v1/messages"), json=BODY, timeout=10,
+                                         headers={"x-api-key": key["key"], "Connection": "close"}).status_code)
+    assert statuses.count(200) == 10 and statuses.count(429) == 10
+
+
+def test_concurrency_is_shared_by_both_workers(server, upstream):
+    port, admin, _ = server
+    key = admin.create_key(name="conc", max_concurrency=2)
+    upstream.set_default(sse_answer(anthropic_stream_events(["x"] * 10), delay=0.3))
+    streams = []
+    try:
+        for _ in range(2):
+            resp = requests.post(url(port, "/v1/messages"), json={**BODY, "stream": True}, stream=True,
+                                 timeout=30, headers={"x-api-key": key["key"], "Connection": "close"})
+            assert resp.status_code == 200
+            next(resp.iter_content(chunk_size=None))
+            streams.append(resp)
+        refused = [requests.post(url(port, "/v1/messages"), json=BODY, timeout=10,
+                                 headers={"x-api-key": key["key"], "Connection": "close"}).status_code
+                   for _ in range(4)]
+        assert refused == [429] * 4
+    finally:
+        for resp in streams:
+            resp.close()

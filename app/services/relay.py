@@ -20,6 +20,7 @@ from ..upstream.sse import frame
 from ..upstream.transport import TransportError, UpstreamResponse
 from .accounting import PriceBook, RequestRecord, settle
 from .auth import KeySnapshot
+from .limiter import Admission, Limiter
 from .routing import ChannelConfig, ChannelDirectory
 
 log = logging.getLogger("octorelay.relay")
@@ -76,6 +77,7 @@ class Relay:
     directory: ChannelDirectory
     prices: PriceBook
     transports: dict
+    limiter: Limiter
     max_attempts: int = 3
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
 
@@ -83,20 +85,25 @@ class Relay:
 
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
+        admission = self.limiter.admit(call.key)
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
         try:
             opened = self._open(call, record)
             if isinstance(opened, Reply):
-                return self._finish_error(record, opened)
-            if call.stream:
-                return Reply(200, _stream_headers(opened.upstream), PrimedStream(self._stream(record, opened)))
-            return self._complete(record, opened)
+                reply = self._finish_error(record, admission, opened)
+            elif call.stream:
+                reply = Reply(200, _stream_headers(opened.upstream),
+                              PrimedStream(self._stream(record, admission, opened)))
+            else:
+                reply = self._complete(record, admission, opened)
         except Exception as exc:
             if not record.settled:  # no channel, or our own fault: still leave a row
                 record.status = getattr(exc, "status", 500)
                 record.error_type = getattr(exc, "error_type", "api_error")
-                self._settle(record)
+                self._settle(record, admission)
             raise
+        reply.headers.update(admission.headers)
+        return reply
 
     def count_tokens(self, call: RelayCall) -> Reply:
         """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged."""
@@ -168,26 +175,26 @@ class Relay:
 
     # answers --------------------------------------------------------------------
 
-    def _finish_error(self, record: RequestRecord, reply: Reply) -> Reply:
+    def _finish_error(self, record: RequestRecord, admission: Admission, reply: Reply) -> Reply:
         record.status, record.error_type = reply.status, reply.error_type
-        self._settle(record)
+        self._settle(record, admission)
         return reply
 
-    def _complete(self, record: RequestRecord, opened: _Opened) -> Reply:
+    def _complete(self, record: RequestRecord, admission: Admission, opened: _Opened) -> Reply:
         try:
             raw = opened.upstream.read()
         except TransportError as exc:
-            return self._finish_error(record, _transport_reply(exc, record.request_id))
+            return self._finish_error(record, admission, _transport_reply(exc, record.request_id))
         finally:
             opened.upstream.close()
         body, usage = opened.adaptor.translate_response(raw)
         record.usage = usage
         record.status = opened.upstream.status
         record.ttft_ms = _ms_since(record.started)
-        self._settle(record)
+        self._settle(record, admission)
         return Reply(opened.upstream.status, _json_headers(opened.upstream), body)
 
-    def _stream(self, record: RequestRecord, opened: _Opened) -> Iterator[bytes]:
+    def _stream(self, record: RequestRecord, admission: Admission, opened: _Opened) -> Iterator[bytes]:
         """Forward each chunk as it arrives; the finally settles on every ending."""
         translator = opened.adaptor.translate_stream()
         record.status = opened.upstream.status
@@ -196,6 +203,7 @@ class Relay:
         try:
             try:
                 for chunk in opened.upstream.chunks():
+                    self.limiter.keep_alive(admission)
                     out = translator.feed(chunk)
                     if out:
                         if record.ttft_ms is None:
@@ -220,10 +228,12 @@ class Relay:
                 usage.output_tokens = max(usage.output_tokens, estimate_tokens(translator.output_chars))
             record.usage = usage
             record.error_type = record.error_type or translator.error_type
-            self._settle(record)
+            self._settle(record, admission)
 
-    def _settle(self, record: RequestRecord) -> None:
+    def _settle(self, record: RequestRecord, admission: Admission) -> None:
+        """Exactly once per admitted request: charge and log, then free its limits."""
         settle(record, self.prices)
+        self.limiter.finish(admission, record.usage.total)
         for hook in self.on_settled:
             try:
                 hook(record)

@@ -1,0 +1,186 @@
+"""Per-key limits: budget and token quota (402), rpm / tpm / concurrency (429), a down limit store."""
+import json
+import threading
+import time
+from datetime import datetime
+
+import pytest
+import requests
+
+from app import create_app
+from app.db import db, upgrade
+from app.models import RequestLog
+from app.services.limiter import MemoryLeases, RedisLeases
+from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
+
+from .conftest import ADMIN_TOKEN, Admin, anthropic_channel, assert_error, free_port
+
+BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+# 1000 in + 100 out on sonnet ($3 / $15 per million) = $0.0045
+USAGE = {"input_tokens": 1000, "output_tokens": 100}
+
+
+def post(client, key, body=BODY):
+    return client.post("/v1/messages", json=body, headers={"x-api-key": key["key"]})
+
+
+@pytest.fixture
+def channel(admin, upstream):
+    upstream.set_default(json_answer(anthropic_message(usage=USAGE)))
+    return anthropic_channel(admin, upstream)
+
+
+def test_budget_used_up_is_402_without_calling_upstream(client, admin, upstream, channel):
+    key = admin.create_key(name="b", budget_usd=0.005)
+    assert post(client, key).status_code == 200  # $0.0045 used
+    assert post(client, key).status_code == 200  # admitted under budget, finishes over it: $0.009
+    resp = post(client, key)
+    body = assert_error(resp, 402, "billing_error", contains="budget")
+    assert resp.headers["x-should-retry"] == "false" and "retry-after" not in resp.headers
+    assert len(upstream.requests) == 2
+    shown = admin.get(f"/admin/keys/{key['id']}").get_json()
+    assert shown["used_usd"] == pytest.approx(0.009) and shown["used_tokens"] == 2200
+    admin.patch(f"/admin/keys/{key['id']}", json={"budget_usd": 1})
+    deadline = time.monotonic() + 2
+    while post(client, key).status_code != 200:
+        assert time.monotonic() < deadline, "raising the budget did not take effect within 2 s"
+        time.sleep(0.05)
+
+
+def test_token_quota_used_up_is_402(client, admin, upstream, channel):
+    key = admin.create_key(name="q", token_quota=1500)
+    assert post(client, key).status_code == 200  # 1100 tokens
+    assert post(client, key).status_code == 200  # 2200 >= 1500 now
+    assert_error(post(client, key), 402, "billing_error", contains="quota")
+
+
+def test_rpm_limit_is_429_with_honest_retry_after_and_headers(client, admin, upstream, channel):
+    key = admin.create_key(name="r", rpm=2)
+    first = post(client, key)
+    assert first.status_code == 200
+    assert first.headers["anthropic-ratelimit-requests-limit"] == "2"
+    assert first.headers["anthropic-ratelimit-requests-remaining"] == "1"
+    reset = datetime.fromisoformat(first.headers["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00"))
+    assert reset.tzinfo is not None
+    assert post(client, key).status_code == 200
+    limited = post(client, key)
+    assert_error(limited, 429, "rate_limit_error", contains="2 requests per minute")
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert limited.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert len(upstream.requests) == 2
+    assert RequestLog.select().count() == 2  # refused before routing: no row, no charge
+    other = admin.create_key(name="other", rpm=2)
+    assert post(client, other).status_code == 200  # limits are per key
+
+
+def test_rpm_change_takes_effect_within_2s(client, admin, upstream, channel):
+    key = admin.create_key(name="r", rpm=1)
+    assert post(client, key).status_code == 200
+    assert post(client, key).status_code == 429
+    admin.patch(f"/admin/keys/{key['id']}", json={"rpm": 100})
+    deadline = time.monotonic() + 2
+    while post(client, key).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_tpm_counts_real_tokens_after_the_request(client, admin, upstream, channel):
+    key = admin.create_key(name="t", tpm=1500)
+    first = post(client, key)
+    assert first.status_code == 200 and first.headers["anthropic-ratelimit-tokens-limit"] == "1500"
+    assert "anthropic-ratelimit-requests-limit" not in first.headers  # no rpm on this key
+    assert post(client, key).status_code == 200  # 1100 used, window not full yet
+    limited = post(client, key)  # 2200 used: full
+    assert_error(limited, 429, "rate_limit_error", contains="tokens per minute")
+    assert limited.headers["anthropic-ratelimit-tokens-remaining"] == "0"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+
+
+def test_concurrency_slot_is_held_by_a_stream_and_released_after(live, admin, upstream, client):
+    anthropic_channel(admin, upstream)
+    key = admin.create_key(name="c", max_concurrency=1)
+    upstream.script(sse_answer(anthropic_stream_events(["a", "b", "c"]), delay=0.4))
+    upstream.set_default(json_answer(anthropic_message()))
+    with requests.post(f"{live}/v1/messages", json={**BODY, "stream": True}, stream=True, timeout=30,
+                       headers={"x-api-key": key["key"]}) as stream:
+        chunks = stream.iter_content(chunk_size=None)
+        next(chunks)  # the stream is open and holds the slot
+        busy = requests.post(f"{live}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=10)
+        assert busy.status_code == 429 and busy.json()["error"]["type"] == "rate_limit_error"
+        assert busy.headers["retry-after"] == "1"
+        for _ in chunks:
+            pass
+    deadline = time.monotonic() + 5
+    while True:
+        resp = requests.post(f"{live}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=10)
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert resp.status_code == 200
+
+
+def test_concurrency_slot_released_on_disconnect_and_errors(live, admin, upstream, client):
+    anthropic_channel(admin, upstream)
+    key = admin.create_key(name="c", max_concurrency=1)
+    # a client that walks away mid-stream
+    upstream.script(sse_answer(anthropic_stream_events(["w "] * 100), delay=0.1))
+    stream = requests.post(f"{live}/v1/messages", json={**BODY, "stream": True}, stream=True, timeout=30,
+                           headers={"x-api-key": key["key"]})
+    next(stream.iter_content(chunk_size=None))
+    stream.close()
+    assert upstream.wait_for_disconnect(5)
+    # upstream errors, and a model nothing serves, must not leak the slot either
+    upstream.script(error_answer(400, "invalid_request_error", "no"))
+    deadline = time.monotonic() + 5
+    while (resp := post(client, key)).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert resp.status_code == 400
+    assert_error(post(client, key, {**BODY, "model": "unknown-model"}), 404, "not_found_error")
+    upstream.script(json_answer(anthropic_message()))
+    assert post(client, key).status_code == 200
+
+
+@pytest.mark.parametrize("leases_kind", ["memory", "redis"])
+def test_leases_expire_so_a_dead_worker_cannot_hold_a_slot(leases_kind, redis_url):
+    import redis
+
+    leases = MemoryLeases() if leases_kind == "memory" else RedisLeases(redis.Redis.from_url(redis_url))
+    assert leases.acquire("octorelay:inflight:t", 1, "dead-worker", ttl=0.3)
+    assert not leases.acquire("octorelay:inflight:t", 1, "other", ttl=0.3)
+    time.sleep(0.4)  # the holder never released: its lease ran out
+    assert leases.acquire("octorelay:inflight:t", 1, "other", ttl=0.3)
+    leases.refresh("octorelay:inflight:t", "other", ttl=5)
+    time.sleep(0.4)
+    assert not leases.acquire("octorelay:inflight:t", 1, "third", ttl=0.3)  # refreshed: still held
+    leases.release("octorelay:inflight:t", "other")
+    assert leases.acquire("octorelay:inflight:t", 1, "third", ttl=0.3)
+
+
+@pytest.fixture
+def dead_redis_app(env):
+    def build(**extra):
+        app = create_app({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", **extra})
+        upgrade(db.obj)
+        return app
+    return build
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_limit_store_down(dead_redis_app, upstream, fail_open):
+    app = dead_redis_app(OCTORELAY_LIMITS_FAIL_OPEN="1" if fail_open else "0")
+    client = app.test_client()
+    admin = Admin(client)
+    upstream.set_default(json_answer(anthropic_message()))
+    anthropic_channel(admin, upstream)
+    limited = admin.create_key(name="limited", rpm=5)
+    unlimited = admin.create_key(name="free")
+    assert post(client, unlimited).status_code == 200  # no limits to check: unaffected
+    if fail_open:
+        assert post(client, limited).status_code == 200
+    else:
+        assert_error(post(client, limited), 503, "overloaded_error", contains="rate-limit")
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["redis"].startswith("error")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'octorelay_limit_store_errors_total{during="admit"}' in metrics
