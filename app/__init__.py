@@ -35,10 +35,9 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     box = SecretBox(secret_keys_for(settings))
     app.extensions["octorelay.secrets"] = box
-    key_cache = app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
+    app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
     app.extensions["octorelay.redis"] = _redis_client(settings)
-    relay = app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"])
-    relay.on_settled.append(lambda record: key_cache.spent(record.key_id))
+    app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"])
     db.init_app(app, settings)
     web.init_app(app)
     return app

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from app import create_app
+from app.adaptors import estimate_tokens
 from app.db import db, upgrade
 from app.models import RequestLog
 from app.services.limiter import MemoryLeases, RedisLeases
@@ -45,6 +46,40 @@ def test_budget_used_up_is_402_without_calling_upstream(client, admin, upstream,
     while post(client, key).status_code != 200:
         assert time.monotonic() < deadline, "raising the budget did not take effect within 2 s"
         time.sleep(0.05)
+
+
+def test_budget_holds_under_concurrency(live, admin, upstream):
+    """20 requests at once against a budget that covers 7: each reserves its worst case
+    (input by size + all of max_tokens) until it is settled, so at most one overshoots."""
+    upstream.set_default(lambda request: json_answer(
+        anthropic_message(usage={"input_tokens": 10, "output_tokens": 100}), headers={}))
+    anthropic_channel(admin, upstream)
+    actual = 10 * 3000 + 100 * 15000  # 1.53 milli-USD a request
+    key = admin.create_key(name="b", budget_usd=7 * actual / 1e9)
+    body = json.dumps({**BODY, "max_tokens": 100}).encode()
+    worst = estimate_tokens(len(body)) * 3000 + 100 * 15000  # the relay's reservation, nano-USD
+    results = []
+
+    def one():  # retries 429s as the SDK does; 402 is final
+        deadline = time.monotonic() + 20
+        while True:
+            resp = requests.post(f"{live}/v1/messages", data=body, timeout=30,
+                                 headers={"x-api-key": key["key"], "content-type": "application/json"})
+            if resp.status_code != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(float(resp.headers["retry-after"]) / 4)
+        results.append(resp.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    admitted = results.count(200)
+    assert len(results) == 20 and set(results) == {200, 402}
+    assert 7 <= admitted <= 8, results  # 7 fit; reservations allow at most one more
+    used = admin.get(f"/admin/keys/{key['id']}").get_json()["used_usd"]
+    assert used < (7 * actual + worst) / 1e9  # overshoot: less than one request's worst case
 
 
 def test_token_quota_used_up_is_402(client, admin, upstream, channel):
@@ -145,15 +180,29 @@ def test_leases_expire_so_a_dead_worker_cannot_hold_a_slot(leases_kind, redis_ur
     import redis
 
     leases = MemoryLeases() if leases_kind == "memory" else RedisLeases(redis.Redis.from_url(redis_url))
-    assert leases.acquire("octorelay:inflight:t", 1, "dead-worker", ttl=0.3)
-    assert not leases.acquire("octorelay:inflight:t", 1, "other", ttl=0.3)
+    name = "octorelay:inflight:t"
+    assert leases.acquire(name, 1, "dead-worker", 1, ttl=0.3)
+    assert not leases.acquire(name, 1, "other", 1, ttl=0.3)
     time.sleep(0.4)  # the holder never released: its lease ran out
-    assert leases.acquire("octorelay:inflight:t", 1, "other", ttl=0.3)
-    leases.refresh("octorelay:inflight:t", "other", ttl=5)
+    assert leases.acquire(name, 1, "other", 1, ttl=0.3)
+    leases.refresh(name, "other", ttl=5)
     time.sleep(0.4)
-    assert not leases.acquire("octorelay:inflight:t", 1, "third", ttl=0.3)  # refreshed: still held
-    leases.release("octorelay:inflight:t", "other")
-    assert leases.acquire("octorelay:inflight:t", 1, "third", ttl=0.3)
+    assert not leases.acquire(name, 1, "third", 1, ttl=0.3)  # refreshed: still held
+    leases.release(name, "other")
+    assert leases.acquire(name, 1, "third", 1, ttl=0.3)
+
+
+@pytest.mark.parametrize("leases_kind", ["memory", "redis"])
+def test_weighted_leases_admit_while_capacity_is_left(leases_kind, redis_url):
+    import redis
+
+    leases = MemoryLeases() if leases_kind == "memory" else RedisLeases(redis.Redis.from_url(redis_url))
+    name = "octorelay:budget:t"
+    assert leases.acquire(name, 100, "a", 60, ttl=5)
+    assert leases.acquire(name, 100, "b", 60, ttl=5)  # 60 < 100 left: admitted, may overshoot
+    assert not leases.acquire(name, 100, "c", 1, ttl=5)  # 120 committed: nothing left
+    leases.release(name, "a")
+    assert leases.acquire(name, 100, "c", 1, ttl=5)
 
 
 @pytest.fixture

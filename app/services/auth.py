@@ -60,7 +60,6 @@ class KeyCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[str, tuple[KeySnapshot, float]] = {}
-        self._hash_of: dict[int, str] = {}  # key id -> hash, to forget one key quickly
         self._lock = threading.Lock()
 
     def lookup(self, key_hash: str) -> KeySnapshot | None:
@@ -77,22 +76,11 @@ class KeyCache:
             with self._lock:
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()
-                    self._hash_of.clear()
                 self._entries[key_hash] = (snapshot, now)
-                self._hash_of[snapshot.id] = key_hash
         return snapshot
 
     def clear(self) -> None:
         self._entries.clear()
-        self._hash_of.clear()
-
-    def spent(self, key_id: int | None) -> None:
-        """After a charge: a key with a budget or quota is re-read on its next request here,
-        so this worker refuses it as soon as it is used up (others within the TTL)."""
-        key_hash = self._hash_of.get(key_id)
-        entry = self._entries.get(key_hash) if key_hash else None
-        if entry and (entry[0].budget_nanos is not None or entry[0].token_quota is not None):
-            self._entries.pop(key_hash, None)
 
 
 def key_from_headers(headers) -> str | None:

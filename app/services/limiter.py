@@ -2,9 +2,12 @@
 
 rpm and tpm use the `limits` library's sliding-window counters, in Redis
 when REDIS_URL is set (shared by every worker and instance) and in process
-memory otherwise. Concurrency is a set of leases with a TTL, so a worker
-that dies mid-request cannot hold a slot for longer than the TTL. Every
-check fails closed unless OCTORELAY_LIMITS_FAIL_OPEN is set.
+memory otherwise. Concurrency and budget are *leases* with a TTL: a request
+holds one slot of `max_concurrency`, and reserves its worst-case cost
+against what is left of the budget (and its worst-case tokens against the
+quota) until it is settled. A worker that dies mid-request cannot hold them
+for longer than the TTL. Every check fails closed unless
+OCTORELAY_LIMITS_FAIL_OPEN is set.
 """
 from __future__ import annotations
 
@@ -17,18 +20,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from limits import RateLimitItemPerMinute
+from peewee import DatabaseError
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ..errors import BillingError, Overloaded, RateLimited
 from ..metrics import LIMIT_STORE_ERRORS
+from ..models import ApiKey
 from .auth import KeySnapshot
 from .keys import nanos_to_usd
 
 log = logging.getLogger("octorelay.limits")
 
-LEASE_TTL_S = 60.0          # a crashed worker's slot comes back after this long
-LEASE_REFRESH_S = 20.0      # live streams renew their lease this often
+LEASE_TTL_S = 60.0          # a crashed worker's slots and reservations come back after this long
+LEASE_REFRESH_S = 20.0      # live streams renew their leases this often
 RECORD_ANYWAY = 2 ** 62     # "limit" used to record tokens that were already spent
 
 
@@ -46,67 +51,110 @@ class LimitStoreDown(Exception):
 
 
 class MemoryLeases:
-    """Concurrency leases in this process (REDIS_URL unset: one worker only)."""
+    """Weighted leases in this process (REDIS_URL unset: one worker only)."""
 
     def __init__(self):
-        self._leases: dict[str, dict[str, float]] = {}
+        self._leases: dict[str, dict[str, tuple[float, int]]] = {}  # name -> lease -> (expiry, weight)
         self._lock = threading.Lock()
 
-    def acquire(self, name: str, limit: int, lease: str, ttl: float) -> bool:
+    def acquire(self, name: str, capacity: int, lease: str, weight: int, ttl: float) -> bool:
+        """Take the lease if the live leases' weights add up to less than `capacity`."""
         now = time.monotonic()
         with self._lock:
-            held = {k: t for k, t in self._leases.get(name, {}).items() if t > now}
-            if len(held) >= limit:
-                self._leases[name] = held
-                return False
-            held[lease] = now + ttl
+            held = {k: v for k, v in self._leases.get(name, {}).items() if v[0] > now}
             self._leases[name] = held
+            if sum(w for _, w in held.values()) >= capacity:
+                return False
+            held[lease] = (now + ttl, weight)
             return True
+
+    def add(self, name: str, lease: str, weight: int, ttl: float) -> int:
+        """Take the lease unconditionally; returns the weight the other live leases hold."""
+        now = time.monotonic()
+        with self._lock:
+            held = {k: v for k, v in self._leases.get(name, {}).items() if v[0] > now}
+            self._leases[name] = held
+            others = sum(w for _, w in held.values())
+            held[lease] = (now + ttl, weight)
+            return others
 
     def refresh(self, name: str, lease: str, ttl: float) -> None:
         with self._lock:
-            if lease in self._leases.get(name, {}):
-                self._leases[name][lease] = time.monotonic() + ttl
+            held = self._leases.get(name, {})
+            if lease in held:
+                held[lease] = (time.monotonic() + ttl, held[lease][1])
 
     def release(self, name: str, lease: str) -> None:
         with self._lock:
             self._leases.get(name, {}).pop(lease, None)
 
 
+# KEYS[1]: zset lease -> expiry; KEYS[2]: hash lease -> weight.
+# ARGV: now, capacity (-1: take unconditionally), lease, weight, ttl.
+# Returns -1 when refused, else the weight the other live leases hold.
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])) + 1)
-return 1
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, lease in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], lease)
+  redis.call('HDEL', KEYS[2], lease)
+end
+local total = 0
+for _, weight in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(weight) end
+local capacity = tonumber(ARGV[2])
+if capacity >= 0 and total >= capacity then return -1 end
+local ttl = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
+redis.call('EXPIRE', KEYS[2], math.ceil(ttl) + 1)
+return total
 """
 
 
 class RedisLeases:
-    """Concurrency leases as a sorted set per key (score = expiry), checked and taken atomically."""
+    """Weighted leases shared by every worker: checked and taken in one Lua script."""
 
     def __init__(self, client):
         self._client = client
         self._acquire = client.register_script(_ACQUIRE)
 
-    def acquire(self, name: str, limit: int, lease: str, ttl: float) -> bool:
-        return bool(self._acquire(keys=[name], args=[time.time(), limit, lease, ttl]))
+    def acquire(self, name: str, capacity: int, lease: str, weight: int, ttl: float) -> bool:
+        return self._run(name, capacity, lease, weight, ttl) >= 0
+
+    def add(self, name: str, lease: str, weight: int, ttl: float) -> int:
+        return self._run(name, -1, lease, weight, ttl)
+
+    def _run(self, name: str, capacity: int, lease: str, weight: int, ttl: float) -> int:
+        return int(self._acquire(keys=[name, name + ":w"], args=[time.time(), capacity, lease, weight, ttl]))
 
     def refresh(self, name: str, lease: str, ttl: float) -> None:
-        self._client.zadd(name, {lease: time.time() + ttl}, xx=True)
-        self._client.expire(name, math.ceil(ttl) + 1)
+        pipe = self._client.pipeline()
+        pipe.zadd(name, {lease: time.time() + ttl}, xx=True)
+        pipe.expire(name, math.ceil(ttl) + 1)
+        pipe.expire(name + ":w", math.ceil(ttl) + 1)
+        pipe.execute()
 
     def release(self, name: str, lease: str) -> None:
-        self._client.zrem(name, lease)
+        pipe = self._client.pipeline()
+        pipe.zrem(name, lease)
+        pipe.hdel(name + ":w", lease)
+        pipe.execute()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A request's worst case, reserved against budget and quota while it runs."""
+    cost_nanos: int = 0
+    tokens: int = 0
 
 
 @dataclass
 class Admission:
-    """What admit() granted: the headers to send and the lease to give back."""
+    """What admit() granted: the headers to send and the leases to give back."""
     key: KeySnapshot
     headers: dict = field(default_factory=dict)
-    lease: str | None = None
+    leases: list[tuple[str, str]] = field(default_factory=list)  # (lease set, lease id)
     lease_renewed: float = field(default_factory=time.monotonic)
     released: bool = False
 
@@ -124,21 +172,49 @@ class Limiter:
 
     # admission --------------------------------------------------------------
 
-    def admit(self, key: KeySnapshot) -> Admission:
+    def admit(self, key: KeySnapshot, estimate: Estimate = Estimate()) -> Admission:
         """Refuse (402/429/503) or admit; call `finish` exactly once for every admission."""
-        check_budget(key)
+        metered = key.budget_nanos is not None or key.token_quota is not None
         admission = Admission(key)
-        if not (key.rpm or key.tpm or key.max_concurrency):
+        if not (metered or key.rpm or key.tpm or key.max_concurrency):
             return admission
         try:
+            if metered:
+                self._reserve(key, admission, estimate)
             self._admit_limits(key, admission)
-        except (RateLimited, BillingError):
+        except (RateLimited, BillingError, DatabaseError):
+            self._give_back(admission)  # whatever was taken before the refusal
             raise
         except Exception as exc:
+            self._give_back(admission)
             self._store_failed(exc, "admit")
             if not self.fail_open:
                 raise Overloaded("rate-limit state is unavailable; retry shortly") from None
+            if metered:  # failing open never waives the budget itself
+                check_budget(key, *_fresh_usage(key))
         return admission
+
+    def _reserve(self, key: KeySnapshot, admission: Admission, estimate: Estimate) -> None:
+        """Reserve the request's worst case, then compare with fresh totals: 402 when used up,
+        429 while the rest is committed to requests in flight.
+
+        Reserving before reading closes the race with a request settling meanwhile: it
+        commits its charge before dropping its reservation, so it is counted in one or both.
+        """
+        held = []
+        for kind, cap, weight in (("budget", key.budget_nanos, estimate.cost_nanos),
+                                  ("quota", key.token_quota, estimate.tokens)):
+            if cap is not None:
+                name, lease = f"octorelay:{kind}:{key.id}", uuid.uuid4().hex
+                others = self._leases.add(name, lease, weight, LEASE_TTL_S)
+                admission.leases.append((name, lease))
+                held.append((kind, cap, others))
+        used_nanos, used_tokens = _fresh_usage(key)
+        check_budget(key, used_nanos, used_tokens)
+        for kind, cap, others in held:
+            if (used_nanos if kind == "budget" else used_tokens) + others >= cap:
+                raise RateLimited(f"the rest of this API key's {kind} is committed to requests in flight",
+                                  headers={"retry-after": "1"})
 
     def _admit_limits(self, key: KeySnapshot, admission: Admission) -> None:
         if key.tpm:
@@ -157,40 +233,49 @@ class Limiter:
                 raise RateLimited(f"this API key is over its limit of {key.rpm} requests per minute",
                                   headers={**admission.headers, "retry-after": _retry_after(stats.reset_time)})
         if key.max_concurrency:
-            lease = uuid.uuid4().hex
-            if not self._leases.acquire(_lease_set(key.id), key.max_concurrency, lease, LEASE_TTL_S):
+            lease, name = uuid.uuid4().hex, f"octorelay:inflight:{key.id}"
+            if not self._leases.acquire(name, key.max_concurrency, lease, 1, LEASE_TTL_S):
                 raise RateLimited(
                     f"this API key already has {key.max_concurrency} requests in flight",
                     headers={**admission.headers, "retry-after": "1"})
-            admission.lease = lease
+            admission.leases.append((name, lease))
 
     # while it runs, and after -------------------------------------------------
 
     def keep_alive(self, admission: Admission) -> None:
-        """Renew a long stream's lease now and then (cheap to call on every chunk)."""
-        if admission.lease is None or time.monotonic() - admission.lease_renewed < LEASE_REFRESH_S:
+        """Renew a long stream's leases now and then (cheap to call on every chunk)."""
+        if not admission.leases or time.monotonic() - admission.lease_renewed < LEASE_REFRESH_S:
             return
         admission.lease_renewed = time.monotonic()
         try:
-            self._leases.refresh(_lease_set(admission.key.id), admission.lease, LEASE_TTL_S)
+            for name, lease in admission.leases:
+                self._leases.refresh(name, lease, LEASE_TTL_S)
         except Exception as exc:
             self._store_failed(exc, "refresh")
 
     def finish(self, admission: Admission, tokens: int) -> None:
-        """Count the tokens against tpm and give the concurrency slot back."""
+        """After the charge is committed: count tokens against tpm, give slots and reservations back."""
         if admission.released:
             return
         admission.released = True
         key = admission.key
-        try:
-            if key.tpm and tokens:
-                tpm = RateLimitItemPerMinute(key.tpm)
+        if key.tpm and tokens:
+            tpm = RateLimitItemPerMinute(key.tpm)
+            try:
                 self._storage.acquire_sliding_window_entry(
                     tpm.key_for("octorelay", "tpm", str(key.id)), RECORD_ANYWAY, tpm.get_expiry(), tokens)
-            if admission.lease is not None:
-                self._leases.release(_lease_set(key.id), admission.lease)
-        except Exception as exc:
-            self._store_failed(exc, "finish")
+            except Exception as exc:
+                self._store_failed(exc, "finish")
+        self._give_back(admission)
+
+    def _give_back(self, admission: Admission) -> None:
+        """Release the admission's leases; one that cannot be released expires with its TTL."""
+        leases, admission.leases = admission.leases, []
+        for name, lease in leases:
+            try:
+                self._leases.release(name, lease)
+            except Exception as exc:
+                self._store_failed(exc, "release")
 
     def ping(self) -> None:
         if not self._storage.check():
@@ -202,10 +287,6 @@ class Limiter:
         LIMIT_STORE_ERRORS.labels(during).inc()
 
 
-def _lease_set(key_id: int) -> str:
-    return f"octorelay:inflight:{key_id}"
-
-
 def _headers(kind: str, limit: int, remaining: int, reset_epoch: float) -> dict:
     return {
         f"anthropic-ratelimit-{kind}-limit": str(limit),
@@ -214,11 +295,17 @@ def _headers(kind: str, limit: int, remaining: int, reset_epoch: float) -> dict:
     }
 
 
-def check_budget(key: KeySnapshot) -> None:
-    if key.budget_nanos is not None and key.used_nanos >= key.budget_nanos:
+def _fresh_usage(key: KeySnapshot) -> tuple[int, int]:
+    """A budgeted key's totals straight from the DB: the cached snapshot may be a second old."""
+    row = ApiKey.select(ApiKey.used_nanos, ApiKey.used_tokens).where(ApiKey.id == key.id).first()
+    return (row.used_nanos, row.used_tokens) if row else (key.used_nanos, key.used_tokens)
+
+
+def check_budget(key: KeySnapshot, used_nanos: int, used_tokens: int) -> None:
+    if key.budget_nanos is not None and used_nanos >= key.budget_nanos:
         raise BillingError(
             f"this API key has used its budget of ${nanos_to_usd(key.budget_nanos):.2f}",
             headers={"x-should-retry": "false"})
-    if key.token_quota is not None and key.used_tokens >= key.token_quota:
+    if key.token_quota is not None and used_tokens >= key.token_quota:
         raise BillingError(f"this API key has used its quota of {key.token_quota} tokens",
                            headers={"x-should-retry": "false"})

@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
-from ..adaptors import ADAPTORS, Target, estimate_tokens
+from ..adaptors import ADAPTORS, Target, Usage, estimate_tokens
 from ..errors import NotFound, error_body, error_type_for
 from ..metrics import STREAMS
 from ..upstream.sse import frame
 from ..upstream.transport import TransportError, UpstreamResponse
 from .accounting import PriceBook, RequestRecord, settle
 from .auth import KeySnapshot
-from .limiter import Admission, Limiter
+from .limiter import Admission, Estimate, Limiter
 from .routing import ChannelConfig, ChannelDirectory
 
 log = logging.getLogger("octorelay.relay")
@@ -85,7 +85,7 @@ class Relay:
 
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
-        admission = self.limiter.admit(call.key)
+        admission = self.limiter.admit(call.key, self._worst_case(call))
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
         try:
             opened = self._open(call, record)
@@ -104,6 +104,16 @@ class Relay:
             raise
         reply.headers.update(admission.headers)
         return reply
+
+    def _worst_case(self, call: RelayCall) -> Estimate:
+        """What this request could cost at most (input by size, all of max_tokens): only
+        budgeted keys need it, to reserve against what is left of their budget or quota."""
+        key = call.key
+        if key.budget_nanos is None and key.token_quota is None:
+            return Estimate()
+        model = next((c.upstream_model(call.model) for c in self.directory.candidates(call.model)), call.model)
+        worst = Usage(input_tokens=estimate_tokens(len(call.raw)), output_tokens=call.body["max_tokens"])
+        return Estimate(self.prices.cost_nanos(model, worst), worst.total)
 
     def count_tokens(self, call: RelayCall) -> Reply:
         """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged."""
