@@ -5,7 +5,8 @@ builds and feeds it what comes back. `ADAPTORS` maps a wire format to its
 adaptor; channel types pick one (a mock channel speaks Anthropic's format).
 """
 from .anthropic import AnthropicAdaptor
-from .base import Adaptor, StreamTranslator, Target, Usage, estimate_tokens
+from .openai import OpenAIAdaptor
+from .base import Adaptor, StreamTranslator, Target, Usage, estimate_input_tokens, estimate_tokens
 
 ADAPTORS: dict[str, Adaptor] = {}
 
@@ -15,6 +16,7 @@ def register_adaptor(name: str, adaptor: Adaptor) -> None:
 
 
 register_adaptor("anthropic", AnthropicAdaptor())
+register_adaptor("openai", OpenAIAdaptor())
 
-__all__ = ["ADAPTORS", "Adaptor", "StreamTranslator", "Target", "Usage", "estimate_tokens",
-           "register_adaptor"]
+__all__ = ["ADAPTORS", "Adaptor", "StreamTranslator", "Target", "Usage", "estimate_input_tokens",
+           "estimate_tokens", "register_adaptor"]

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
-from ..adaptors import ADAPTORS, Target, Usage, estimate_tokens
-from ..errors import NotFound, error_body, error_type_for
+from ..adaptors import ADAPTORS, Target, Usage, estimate_input_tokens, estimate_tokens
+from ..errors import InvalidRequest, NotFound, error_body, error_type_for
 from ..metrics import STREAMS
 from ..upstream.sse import frame
 from ..upstream.transport import TransportError, UpstreamResponse
@@ -116,9 +116,17 @@ class Relay:
         return Estimate(self.prices.cost_nanos(model, worst), worst.total)
 
     def count_tokens(self, call: RelayCall) -> Reply:
-        """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged."""
+        """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged.
+
+        A model only non-Anthropic channels serve has no upstream count: it gets a local
+        estimate, since Claude Code's context management breaks on a 404 here.
+        """
         call.key.check_model(call.model)
         record = RequestRecord(call.request_id, call.key.id, call.model, False)
+        routable = [c for c in self.directory.candidates(call.model) if self._routable(c, None)]
+        if routable and not any(CHANNEL_KINDS[c.type][0] == ANTHROPIC_FORMAT for c in routable):
+            body = json.dumps({"input_tokens": estimate_input_tokens(call.body)}).encode()
+            return Reply(200, {"content-type": "application/json"}, body)
         opened = self._open(call, record, formats=(ANTHROPIC_FORMAT,))
         if isinstance(opened, Reply):
             return opened
@@ -137,15 +145,24 @@ class Relay:
         if not candidates:
             raise NotFound(f"no channel serves model {call.model!r}")
         last: Reply | None = None
-        for channel in candidates[:self.max_attempts]:
+        untranslatable: InvalidRequest | None = None
+        attempts = 0
+        for channel in candidates:
+            if attempts >= self.max_attempts:
+                break
             wire, transport = CHANNEL_KINDS[channel.type]
             adaptor = ADAPTORS[wire]
             target = Target(channel.base_url or "", channel.api_key, channel.upstream_model(call.model),
                             channel.timeout_s)
+            try:
+                request = adaptor.build_request(target, call.body, call.raw, call.headers,
+                                                count_tokens=call.count_tokens)
+            except InvalidRequest as exc:  # this channel's format cannot carry the request
+                untranslatable = exc
+                continue
+            attempts += 1
             record.attempts += 1
             record.channel_id, record.upstream_model = channel.id, target.model
-            request = adaptor.build_request(target, call.body, call.raw, call.headers,
-                                            count_tokens=call.count_tokens)
             try:
                 upstream = self.transports[transport].open(request)
             except TransportError as exc:
@@ -159,6 +176,8 @@ class Relay:
             if not retryable(upstream.status):
                 return last
             self.directory.record_failure(channel, f"http_{upstream.status}")
+        if last is None and untranslatable is not None:
+            raise untranslatable
         return last
 
     def _routable(self, channel: ChannelConfig, formats) -> bool:
@@ -178,6 +197,8 @@ class Relay:
         if not body:
             body = json.dumps(error_body(error_type_for(status), f"upstream answered {status}",
                                          request_id)).encode()
+        elif adaptor is not ADAPTORS[ANTHROPIC_FORMAT]:  # a translated body: give it our request id
+            body = _with_request_id(body, request_id)
         headers = _json_headers(upstream)
         if "retry-after" in {k.lower() for k in upstream.headers}:
             headers["retry-after"] = _header(upstream.headers, "retry-after")
@@ -312,6 +333,17 @@ def _error_type_of(body: bytes, status: int) -> str:
     except (ValueError, KeyError, TypeError):
         pass
     return error_type_for(status)
+
+
+def _with_request_id(body: bytes, request_id: str) -> bytes:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(payload, dict) and "request_id" not in payload:
+        payload["request_id"] = request_id
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return body
 
 
 def _transport_reply(exc: TransportError, request_id: str) -> Reply:
