@@ -67,3 +67,40 @@ def test_claude_print_mode_through_the_relay(claude_bin, live, admin, upstream, 
 
     logs = admin.get(f"/admin/logs?limit=10").get_json()["data"]
     assert any(row["status"] == 200 and row["stream"] for row in logs)
+
+
+def openai_answer(request):
+    """A Chat Completions upstream: SSE `data:` chunks for streams, one JSON body otherwise."""
+    body = request.json()
+    base = {"id": "chatcmpl-cc", "created": 1, "model": body["model"]}
+    if body.get("stream"):
+        chunks = [{**base, "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": part}, "finish_reason": None}]}
+                  for part in (REPLY[:10], REPLY[10:])]
+        chunks.append({**base, "object": "chat.completion.chunk",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        chunks.append({**base, "object": "chat.completion.chunk", "choices": [],
+                       "usage": {"prompt_tokens": 900, "completion_tokens": 8}})
+        return sse_answer([(None, c) for c in chunks] + [(None, "[DONE]")])
+    return json_answer({**base, "object": "chat.completion", "usage": {"prompt_tokens": 9, "completion_tokens": 8},
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": REPLY}}]})
+
+
+def test_claude_code_through_an_openai_channel(claude_bin, live, admin, upstream, tmp_path):
+    admin.create_channel(name="vllm", type="openai", base_url=upstream.url + "/v1", api_key=UPSTREAM_KEY,
+                         models=["claude-*"], model_map={})
+    key = admin.create_key(name="claude-code")["key"]
+    upstream.set_default(openai_answer)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+    env.update({"HOME": str(tmp_path), "ANTHROPIC_BASE_URL": live, "ANTHROPIC_API_KEY": key,
+                "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1"})
+    done = subprocess.run([claude_bin, "-p", "say hi"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert REPLY in done.stdout
+    turns = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert turns and turns[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    sent = turns[-1].json()
+    assert sent["stream"] is True and sent["messages"][0]["role"] == "system" and sent.get("tools")

@@ -204,3 +204,62 @@ def test_translated_errors_carry_our_request_id(client, key, upstream, openai_ch
                                              "messages": [{"role": "user", "content": "Hi"}]},
                        headers={"x-api-key": key["key"]})
     assert_error(resp, 400, "invalid_request_error", contains="bad")
+
+
+def test_image_input_becomes_an_image_part(sdk, upstream, openai_channel):
+    upstream.script(json_answer(completion("A red dot.")))
+    sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+        {"type": "text", "text": "What is this?"}]}])
+    parts = upstream.requests[0].json()["messages"][0]["content"]
+    assert parts[0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    assert parts[1] == {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    assert parts[2] == {"type": "text", "text": "What is this?"}
+
+
+def test_streaming_parallel_tool_calls(sdk, upstream, openai_channel):
+    def call(index, id_, name):
+        return {"index": index, "id": id_, "type": "function", "function": {"name": name, "arguments": ""}}
+
+    def args(index, text):
+        return {"tool_calls": [{"index": index, "function": {"arguments": text}}]}
+
+    events = [chunk({"role": "assistant", "content": None, "tool_calls": [call(0, "call_a", "get_weather")]}),
+              chunk({"tool_calls": [call(1, "call_b", "get_time")]}),
+              chunk(args(0, '{"city": "Par')), chunk(args(1, '{"tz": "Europe/')),
+              chunk(args(0, 'is"}')), chunk(args(1, 'Paris"}')),
+              chunk({}, finish="tool_calls"),
+              chunk(choices=False, usage={"prompt_tokens": 80, "completion_tokens": 30})]
+    upstream.script(done(events))
+    with sdk.messages.stream(model=MODEL, max_tokens=64,
+                             messages=[{"role": "user", "content": "Weather and time in Paris?"}]) as stream:
+        final = stream.get_final_message()
+    calls = [(b.id, b.name, b.input) for b in final.content if b.type == "tool_use"]
+    assert calls == [("call_a", "get_weather", {"city": "Paris"}), ("call_b", "get_time", {"tz": "Europe/Paris"})]
+    assert final.stop_reason == "tool_use" and final.usage.output_tokens == 30
+
+
+def test_stop_sequence_and_max_tokens(sdk, upstream, openai_channel):
+    hit = completion("one two")
+    hit["choices"][0]["stop_reason"] = "END"  # vLLM names the stop string it matched
+    upstream.script(json_answer(hit), json_answer(completion("cut off here", finish="length")))
+    message = sdk.messages.create(model=MODEL, max_tokens=64, stop_sequences=["END"],
+                                  messages=[{"role": "user", "content": "count"}])
+    assert upstream.requests[0].json()["stop"] == ["END"]
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence == "END"
+    cut = sdk.messages.create(model=MODEL, max_tokens=3, messages=[{"role": "user", "content": "talk"}])
+    assert cut.stop_reason == "max_tokens"
+
+
+def test_upstream_error_object_mid_stream(sdk, upstream, openai_channel):
+    events = text_stream(["partial "], usage=False)[:2]
+    events.append((None, {"error": {"message": "The server is overloaded", "type": "server_error", "code": 503}}))
+    upstream.script(sse_answer(events))
+    with pytest.raises(anthropic.APIStatusError) as err:
+        with sdk.messages.stream(model=MODEL, max_tokens=64,
+                                 messages=[{"role": "user", "content": "Hi"}]) as stream:
+            for _ in stream.text_stream:
+                pass
+    assert "overloaded" in str(err.value).lower()
+    assert RequestLog.get().error_type == "overloaded_error"
