@@ -54,7 +54,8 @@ def _relay(settings: Settings, box, redis_client):
     from .metrics import record_request
 
     transports = {"http": HttpTransport(pool_size=settings.threads), "mock": MockTransport()}
-    limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open)
+    limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
+                      lease_ttl_s=settings.lease_ttl_s)
     return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), PriceBook(), transports, limiter,
                  max_attempts=settings.max_attempts, on_settled=[record_request])
 

@@ -36,6 +36,7 @@ class Settings:
     max_attempts: int = 3
     key_cache_ttl_s: float = 1.0
     limits_fail_open: bool = False
+    lease_ttl_s: float = 60.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,6 +144,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         max_attempts=_int(env, "OCTORELAY_MAX_ATTEMPTS", 3, 1, 20),
         key_cache_ttl_s=_float(env, "OCTORELAY_KEY_CACHE_TTL", 1.0, 0.0, 2.0),
         limits_fail_open=_bool(env, "OCTORELAY_LIMITS_FAIL_OPEN"),
+        lease_ttl_s=_float(env, "OCTORELAY_LEASE_TTL", 60.0, 1.0, 3600.0),
     )
     if settings.web_concurrency > 1 and not settings.redis_url:
         raise ConfigError(

@@ -32,8 +32,7 @@ from .keys import nanos_to_usd
 
 log = logging.getLogger("octorelay.limits")
 
-LEASE_TTL_S = 60.0          # a crashed worker's slots and reservations come back after this long
-LEASE_REFRESH_S = 20.0      # live streams renew their leases this often
+LEASE_TTL_S = 60.0          # default: a crashed worker's slots and reservations come back after this long
 RECORD_ANYWAY = 2 ** 62     # "limit" used to record tokens that were already spent
 
 
@@ -160,7 +159,10 @@ class Admission:
 
 
 class Limiter:
-    def __init__(self, redis_url: str | None, redis_client=None, *, fail_open: bool = False):
+    def __init__(self, redis_url: str | None, redis_client=None, *, fail_open: bool = False,
+                 lease_ttl_s: float = LEASE_TTL_S):
+        self.lease_ttl = lease_ttl_s
+        self.lease_refresh = lease_ttl_s / 3  # live streams renew their leases this often
         if redis_url:
             self._storage = storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1)
             self._leases = RedisLeases(redis_client)
@@ -206,7 +208,7 @@ class Limiter:
                                   ("quota", key.token_quota, estimate.tokens)):
             if cap is not None:
                 name, lease = f"octorelay:{kind}:{key.id}", uuid.uuid4().hex
-                others = self._leases.add(name, lease, weight, LEASE_TTL_S)
+                others = self._leases.add(name, lease, weight, self.lease_ttl)
                 admission.leases.append((name, lease))
                 held.append((kind, cap, others))
         used_nanos, used_tokens = _fresh_usage(key)
@@ -234,7 +236,7 @@ class Limiter:
                                   headers={**admission.headers, "retry-after": _retry_after(stats.reset_time)})
         if key.max_concurrency:
             lease, name = uuid.uuid4().hex, f"octorelay:inflight:{key.id}"
-            if not self._leases.acquire(name, key.max_concurrency, lease, 1, LEASE_TTL_S):
+            if not self._leases.acquire(name, key.max_concurrency, lease, 1, self.lease_ttl):
                 raise RateLimited(
                     f"this API key already has {key.max_concurrency} requests in flight",
                     headers={**admission.headers, "retry-after": "1"})
@@ -244,12 +246,12 @@ class Limiter:
 
     def keep_alive(self, admission: Admission) -> None:
         """Renew a long stream's leases now and then (cheap to call on every chunk)."""
-        if not admission.leases or time.monotonic() - admission.lease_renewed < LEASE_REFRESH_S:
+        if not admission.leases or time.monotonic() - admission.lease_renewed < self.lease_refresh:
             return
         admission.lease_renewed = time.monotonic()
         try:
             for name, lease in admission.leases:
-                self._leases.refresh(name, lease, LEASE_TTL_S)
+                self._leases.refresh(name, lease, self.lease_ttl)
         except Exception as exc:
             self._store_failed(exc, "refresh")
 
