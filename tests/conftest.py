@@ -174,6 +174,22 @@ def live(app):
     thread.join(timeout=5)
 
 
+def wait_for_row(timeout: float = 5.0):
+    """The (only) log row: a stream settles in its generator's `finally`, which may run a
+    moment after the client has read the last event."""
+    import time
+
+    from app.models import RequestLog
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = RequestLog.get_or_none()
+        if row is not None:
+            return row
+        time.sleep(0.02)
+    raise AssertionError("no log row was written")
+
+
 UPSTREAM_KEY = "sk-ant-api03-upstream-test-key-5f1e2d3c4b5a69788796"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
-from .conftest import UPSTREAM_KEY, anthropic_channel
+from .conftest import UPSTREAM_KEY, anthropic_channel, wait_for_row
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,8 @@ def test_claude_print_mode_through_the_relay(claude_bin, live, admin, upstream, 
     body = seen.json()
     assert body["stream"] is True and body["messages"] and body.get("tools") and body.get("system")
 
-    logs = admin.get(f"/admin/logs?limit=10").get_json()["data"]
+    wait_for_row()  # the stream settles just after its last event
+    logs = admin.get("/admin/logs?limit=10").get_json()["data"]
     assert any(row["status"] == 200 and row["stream"] for row in logs)
 
 

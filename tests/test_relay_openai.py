@@ -6,7 +6,7 @@ import pytest
 from app.models import RequestLog
 from tests.upstream import body_answer, json_answer, raw_sse_answer, sse_answer, sse_then_drop
 
-from .conftest import UPSTREAM_KEY, assert_error
+from .conftest import UPSTREAM_KEY, assert_error, wait_for_row
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -89,7 +89,7 @@ def test_streaming_text_and_usage(sdk, upstream, openai_channel):
     assert final.usage.output_tokens == 9
     sent = upstream.requests[0].json()
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-    row = RequestLog.get()
+    row = wait_for_row()
     assert (row.input_tokens, row.output_tokens, row.cache_read_input_tokens) == (10, 9, 30)
 
 
@@ -262,4 +262,4 @@ def test_upstream_error_object_mid_stream(sdk, upstream, openai_channel):
             for _ in stream.text_stream:
                 pass
     assert "overloaded" in str(err.value).lower()
-    assert RequestLog.get().error_type == "overloaded_error"
+    assert wait_for_row().error_type == "overloaded_error"

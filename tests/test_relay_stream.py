@@ -12,7 +12,7 @@ from tests.upstream import (anthropic_stream_events, error_answer, json_answer, 
                             raw_sse_answer, sse_answer, sse_then_drop, sse_then_hang,
                             tool_use_stream_events, encode_event, message_start_event, error_event)
 
-from .conftest import anthropic_channel
+from .conftest import anthropic_channel, wait_for_row
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "stream": True,
         "messages": [{"role": "user", "content": "Hello"}]}
@@ -21,16 +21,6 @@ BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "stream": True,
 @pytest.fixture
 def key(admin):
     return admin.create_key(name="k")
-
-
-def wait_for_row(timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = RequestLog.get_or_none()
-        if row is not None:
-            return row
-        time.sleep(0.02)
-    raise AssertionError("no log row was written")
 
 
 def events_of(data: bytes):
