@@ -44,7 +44,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
 
 
 def _relay(settings: Settings, box, redis_client):
-    from .services.accounting import PriceBook
+    from .services.accounting import Ledger, PriceBook, Spool, spool_path
     from .services.limiter import Limiter
     from .services.relay import Relay
     from .services.routing import ChannelDirectory
@@ -56,7 +56,8 @@ def _relay(settings: Settings, box, redis_client):
     transports = {"http": HttpTransport(pool_size=settings.threads), "mock": MockTransport()}
     limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
                       lease_ttl_s=settings.lease_ttl_s)
-    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), PriceBook(), transports, limiter,
+    ledger = Ledger(PriceBook(), Spool(spool_path(settings.database_url, settings.spool_dir)))
+    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), ledger, transports, limiter,
                  max_attempts=settings.max_attempts, on_settled=[record_request])
 
 

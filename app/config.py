@@ -37,6 +37,7 @@ class Settings:
     key_cache_ttl_s: float = 1.0
     limits_fail_open: bool = False
     lease_ttl_s: float = 60.0
+    spool_dir: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         key_cache_ttl_s=_float(env, "OCTORELAY_KEY_CACHE_TTL", 1.0, 0.0, 2.0),
         limits_fail_open=_bool(env, "OCTORELAY_LIMITS_FAIL_OPEN"),
         lease_ttl_s=_float(env, "OCTORELAY_LEASE_TTL", 60.0, 1.0, 3600.0),
+        spool_dir=_str(env, "OCTORELAY_SPOOL_DIR"),
     )
     if settings.web_concurrency > 1 and not settings.redis_url:
         raise ConfigError(

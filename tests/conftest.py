@@ -42,9 +42,10 @@ def flush_redis(url: str) -> None:
 
 
 @pytest.fixture
-def env(database_url):
+def env(database_url, tmp_path):
     """Environment variables for an octorelay under test (also handed to subprocesses)."""
     out = {
+        "OCTORELAY_SPOOL_DIR": str(tmp_path),  # a spool of this test's own
         "DATABASE_URL": database_url,
         "OCTORELAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "OCTORELAY_SECRET_KEY": SECRET_KEY,

@@ -2,18 +2,25 @@
 
 Cost is computed in integers: tokens x micro-dollars per million tokens is
 pico-dollars, rounded once to the nano-dollars the DB stores, so log rows
-and key totals always add up exactly.
+and key totals always add up exactly. A settlement the database refuses
+(it is down for a moment) is spooled to a local file and written later.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from ..adaptors.base import Usage
+from ..adaptors.base import USAGE_FIELDS, Usage
 from ..db import db
-from ..models import ApiKey, ModelPrice, RequestLog
+from ..models import ApiKey, ModelPrice, RequestLog, utcnow
 
 log = logging.getLogger("octorelay.accounting")
 
@@ -51,7 +58,7 @@ class PriceBook:
 
     def _table(self) -> dict[str, tuple[int, int, int, int]]:
         if time.monotonic() - self._loaded_at >= self.ttl:
-            with self._lock:
+            with self._lock, db.connection_context():
                 self._prices = {p.model: (p.input, p.output, p.cache_write, p.cache_read)
                                 for p in ModelPrice.select()}
                 self._loaded_at = time.monotonic()
@@ -69,35 +76,108 @@ class PriceBook:
         return (pico + 500) // 1000
 
 
-def settle(record: RequestRecord, prices: PriceBook) -> None:
-    """Write the log row and charge the key in one transaction, on a connection of our own.
+LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
+              "ttft_ms", "attempts", "client_disconnected", "latency_ms")
 
-    Runs at the end of every routed request, streams included (after Flask
-    has torn the request down), so it never relies on the request's connection.
+
+class Spool:
+    """Settlements the database refused, one JSON line each, until it takes them again.
+
+    A local file (appends are serialised with flock across workers): it covers
+    a database that is away for a moment; it is not a second database.
     """
-    record.settled = True
-    usage = record.usage
-    cost = record.cost_nanos = prices.cost_nanos(record.upstream_model or record.model, usage)
-    latency_ms = record.latency_ms = int((time.perf_counter() - record.started) * 1000)
-    try:
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def add(self, row: dict) -> None:
+        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    def pending(self) -> bool:
+        try:
+            return os.path.getsize(self.path) > 0
+        except OSError:
+            return False
+
+    def drain(self, write) -> int:
+        """Hand every spooled row to `write`; rows it still refuses stay spooled. Returns rows written."""
+        if not self._lock.acquire(blocking=False):
+            return 0  # another thread of this worker is draining
+        try:
+            with open(self.path, "r+", encoding="utf-8") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                rows = [json.loads(line) for line in fh if line.strip()]
+                left, done = [], 0
+                for row in rows:
+                    if left:
+                        left.append(row)
+                        continue
+                    try:
+                        write(row)
+                        done += 1
+                    except Exception:
+                        left.append(row)
+                fh.seek(0)
+                fh.truncate()
+                fh.writelines(json.dumps(row, separators=(",", ":")) + "\n" for row in left)
+            return done
+        except FileNotFoundError:
+            return 0
+        finally:
+            self._lock.release()
+
+
+def spool_path(database_url: str, folder: str | None = None) -> str:
+    """One spool file per database, in `folder` (OCTORELAY_SPOOL_DIR) or the temp dir."""
+    folder = folder or tempfile.gettempdir()
+    digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
+    return os.path.join(folder, f"octorelay-settlements-{digest}.jsonl")
+
+
+class Ledger:
+    """Writes each request's log row and charge; spools them while the database is away."""
+
+    def __init__(self, prices: PriceBook, spool: Spool):
+        self.prices = prices
+        self.spool = spool
+
+    def settle(self, record: RequestRecord) -> None:
+        """Runs at the end of every routed request, streams included (after Flask has torn the
+        request down), so it uses a connection of its own. Never raises."""
+        record.settled = True
+        record.latency_ms = int((time.perf_counter() - record.started) * 1000)
+        row = {name: getattr(record, name) for name in LOG_FIELDS}
+        row.update(upstream_model=record.upstream_model, created_at=utcnow().isoformat(),
+                   **{name: getattr(record.usage, name) for name in USAGE_FIELDS})
+        try:
+            record.cost_nanos = self._write(row, replay=False)
+        except Exception as exc:
+            self.spool.add(row)
+            log.error("database unavailable: settlement spooled", extra={"fields": {
+                "request_id": record.request_id, "key_id": record.key_id, "error": type(exc).__name__,
+                "spool": self.spool.path}})
+            return
+        if self.spool.pending():
+            written = self.spool.drain(lambda r: self._write(r, replay=True))
+            if written:
+                log.warning("spooled settlements written", extra={"fields": {"rows": written}})
+
+    def _write(self, row: dict, *, replay: bool) -> int:
+        """One transaction: the log row, then the key's charge. A replayed row already in
+        the table is skipped, so a settlement is never charged twice."""
+        usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
+        cost = self.prices.cost_nanos(row["upstream_model"] or row["model"], usage)
+        fields = {name: row[name] for name in LOG_FIELDS}
         with db.connection_context(), db.atomic():
-            RequestLog.create(
-                request_id=record.request_id, key_id=record.key_id, channel_id=record.channel_id,
-                model=record.model, stream=record.stream, status=record.status,
-                error_type=record.error_type, input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens, cost_nanos=cost,
-                latency_ms=latency_ms, ttft_ms=record.ttft_ms, attempts=record.attempts,
-                client_disconnected=record.client_disconnected)
-            if record.key_id is not None and (cost or usage.total):
+            if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():
+                return cost
+            RequestLog.create(**fields, **{name: row[name] for name in USAGE_FIELDS}, cost_nanos=cost,
+                              created_at=datetime.fromisoformat(row["created_at"]))
+            if row["key_id"] is not None and (cost or usage.total):
                 ApiKey.update(used_nanos=ApiKey.used_nanos + cost,
                               used_tokens=ApiKey.used_tokens + usage.total).where(
-                    ApiKey.id == record.key_id).execute()
-    except Exception:
-        # Never let accounting break the response, but never lose it silently either.
-        log.exception("failed to record request", extra={"fields": {
-            "request_id": record.request_id, "key_id": record.key_id, "model": record.model,
-            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-            "cache_creation_input_tokens": usage.cache_creation_input_tokens,
-            "cache_read_input_tokens": usage.cache_read_input_tokens, "cost_nanos": cost}})
+                    ApiKey.id == row["key_id"]).execute()
+        return cost

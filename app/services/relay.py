@@ -18,7 +18,7 @@ from ..errors import InvalidRequest, NotFound, error_body, error_type_for
 from ..metrics import STREAMS
 from ..upstream.sse import frame
 from ..upstream.transport import TransportError, UpstreamResponse
-from .accounting import PriceBook, RequestRecord, settle
+from .accounting import Ledger, RequestRecord
 from .auth import KeySnapshot
 from .limiter import Admission, Estimate, Limiter
 from .routing import ChannelConfig, ChannelDirectory
@@ -75,7 +75,7 @@ class _Opened:
 @dataclass
 class Relay:
     directory: ChannelDirectory
-    prices: PriceBook
+    ledger: Ledger
     transports: dict
     limiter: Limiter
     max_attempts: int = 3
@@ -113,7 +113,7 @@ class Relay:
             return Estimate()
         model = next((c.upstream_model(call.model) for c in self.directory.candidates(call.model)), call.model)
         worst = Usage(input_tokens=estimate_tokens(len(call.raw)), output_tokens=call.body["max_tokens"])
-        return Estimate(self.prices.cost_nanos(model, worst), worst.total)
+        return Estimate(self.ledger.prices.cost_nanos(model, worst), worst.total)
 
     def count_tokens(self, call: RelayCall) -> Reply:
         """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged.
@@ -263,7 +263,7 @@ class Relay:
 
     def _settle(self, record: RequestRecord, admission: Admission) -> None:
         """Exactly once per admitted request: charge and log, then free its limits."""
-        settle(record, self.prices)
+        self.ledger.settle(record)
         self.limiter.finish(admission, record.usage.total)
         for hook in self.on_settled:
             try:
