@@ -17,6 +17,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from .crypto import SecretBox, secret_keys_for
     from .logs import configure_logging
     from .services.auth import KeyCache
+    from .services.channels import UpstreamPolicy
 
     if isinstance(config, Settings):
         settings = config
@@ -35,15 +36,17 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     box = SecretBox(secret_keys_for(settings))
     app.extensions["octorelay.secrets"] = box
+    app.extensions["octorelay.upstream_policy"] = policy = UpstreamPolicy(
+        settings.upstream_https_only, settings.upstream_hosts)
     app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
     app.extensions["octorelay.redis"] = _redis_client(settings)
-    app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"])
+    app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"], policy)
     db.init_app(app, settings)
     web.init_app(app)
     return app
 
 
-def _relay(settings: Settings, box, redis_client):
+def _relay(settings: Settings, box, redis_client, policy):
     from .services.accounting import Ledger, PriceBook, Spool, spool_path
     from .services.limiter import Limiter
     from .services.relay import Relay
@@ -57,7 +60,7 @@ def _relay(settings: Settings, box, redis_client):
     limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
                       lease_ttl_s=settings.lease_ttl_s)
     ledger = Ledger(PriceBook(), Spool(spool_path(settings.database_url, settings.spool_dir)))
-    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s), ledger, transports, limiter,
+    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy), ledger, transports, limiter,
                  max_attempts=settings.max_attempts, on_settled=[record_request])
 
 

@@ -305,7 +305,8 @@ def channels_add(name, as_json, **options):
 
     app = _app()
     fields = _run(load, ChannelSchema(), _channel_fields(name, **options))
-    channel = _run(svc.create_channel, fields, app.extensions["octorelay.secrets"])
+    channel = _run(svc.create_channel, fields, app.extensions["octorelay.secrets"],
+                   app.extensions["octorelay.upstream_policy"])
     _emit(svc.serialize(channel), as_json)
 
 
@@ -329,7 +330,8 @@ def channels_update(channel_id, name, as_json, **options):
 
     app = _app()
     fields = _run(lambda: load(ChannelSchema(), _channel_fields(name, **options), partial=True))
-    channel = _run(svc.update_channel, channel_id, fields, app.extensions["octorelay.secrets"])
+    channel = _run(svc.update_channel, channel_id, fields, app.extensions["octorelay.secrets"],
+                   app.extensions["octorelay.upstream_policy"])
     _emit(svc.serialize(channel), as_json)
 
 

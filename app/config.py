@@ -38,6 +38,8 @@ class Settings:
     limits_fail_open: bool = False
     lease_ttl_s: float = 60.0
     spool_dir: str | None = None
+    upstream_https_only: bool = False
+    upstream_hosts: tuple[str, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -147,6 +149,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         limits_fail_open=_bool(env, "OCTORELAY_LIMITS_FAIL_OPEN"),
         lease_ttl_s=_float(env, "OCTORELAY_LEASE_TTL", 60.0, 1.0, 3600.0),
         spool_dir=_str(env, "OCTORELAY_SPOOL_DIR"),
+        upstream_https_only=_bool(env, "OCTORELAY_UPSTREAM_HTTPS_ONLY"),
+        upstream_hosts=tuple(h.strip().lower() for h in (_str(env, "OCTORELAY_UPSTREAM_HOSTS") or "").split(",")
+                             if h.strip()),
     )
     if settings.web_concurrency > 1 and not settings.redis_url:
         raise ConfigError(

@@ -2,6 +2,7 @@
 OCTORELAY_TEST_DATABASE_URL is set), its test client, and admin helpers."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -13,8 +14,31 @@ from tests.upstream import upstream  # noqa: F401  (fixture: a scripted upstream
 
 ADMIN_TOKEN = "test-admin-token-9f2c1b"
 SECRET_KEY = "q2mS6yQ7n5bH0uF8YJwHk0j3QvZr2m1Ck9yXG1p4e6U="  # a fixed Fernet key for tests
+PROMPT_CANARY = "PROMPT-CANARY-7d1f"  # prompt and answer text some tests send: never in any log
+ANSWER_CANARY = "ANSWER-CANARY-93ab"
 PG_URL = os.environ.get("OCTORELAY_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("OCTORELAY_TEST_REDIS_URL")
+
+
+# Every secret and canary the suite uses; the session's octorelay logs must contain none of them.
+SECRETS_USED: set[str] = {ADMIN_TOKEN, SECRET_KEY, PROMPT_CANARY, ANSWER_CANARY}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_audit():
+    """Greps every octorelay log line written during the whole run for the secrets it used."""
+    from app.logs import JsonFormatter
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(JsonFormatter().format(record))
+    logger = logging.getLogger("octorelay")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    leaked = sorted({secret for secret in SECRETS_USED for line in lines if secret in line})
+    assert lines, "the audit saw no log lines at all"
+    assert not leaked, f"secrets or prompt text in the logs: {leaked}"
 
 
 def reset_postgres(url: str) -> None:
@@ -125,6 +149,7 @@ class Admin:
         fields.setdefault("name", "test")
         resp = self.post("/admin/keys", json=fields)
         assert resp.status_code == 201, resp.get_json()
+        SECRETS_USED.add(resp.get_json()["key"])
         return resp.get_json()
 
     def create_channel(self, **fields):
@@ -192,6 +217,7 @@ def wait_for_row(timeout: float = 5.0):
 
 
 UPSTREAM_KEY = "sk-ant-api03-upstream-test-key-5f1e2d3c4b5a69788796"
+SECRETS_USED.add(UPSTREAM_KEY)
 
 
 def anthropic_channel(admin, upstream, **fields) -> dict:

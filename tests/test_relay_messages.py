@@ -7,10 +7,10 @@ from app.models import ApiKey, RequestLog
 from tests.upstream import (anthropic_message, body_answer, drop_answer, error_answer, hang_answer,
                             json_answer)
 
-from .conftest import UPSTREAM_KEY, anthropic_channel, assert_error
+from .conftest import ANSWER_CANARY, PROMPT_CANARY, UPSTREAM_KEY, anthropic_channel, assert_error
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 100,
-        "messages": [{"role": "user", "content": "Hello"}]}
+        "messages": [{"role": "user", "content": f"Hello {PROMPT_CANARY}"}]}
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def post(client, key, body=BODY, **headers):
 
 def test_answer_passes_through_unchanged(client, admin, upstream, key):
     anthropic_channel(admin, upstream)
-    message = anthropic_message("Hi there", usage={"input_tokens": 40, "output_tokens": 7})
+    message = anthropic_message(f"Hi there {ANSWER_CANARY}", usage={"input_tokens": 40, "output_tokens": 7})
     upstream.script(json_answer(message, headers={"request-id": "req_up_123"}))
     resp = post(client, key)
     assert resp.status_code == 200

@@ -12,10 +12,10 @@ from tests.upstream import (anthropic_stream_events, error_answer, json_answer, 
                             raw_sse_answer, sse_answer, sse_then_drop, sse_then_hang,
                             tool_use_stream_events, encode_event, message_start_event, error_event)
 
-from .conftest import anthropic_channel, wait_for_row
+from .conftest import ANSWER_CANARY, PROMPT_CANARY, anthropic_channel, wait_for_row
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "stream": True,
-        "messages": [{"role": "user", "content": "Hello"}]}
+        "messages": [{"role": "user", "content": f"Hello {PROMPT_CANARY}"}]}
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def events_of(data: bytes):
 
 def test_stream_bytes_pass_through_unchanged(client, admin, upstream, key):
     anthropic_channel(admin, upstream)
-    events = anthropic_stream_events(["Hel", "lo"], extra_events=[
+    events = anthropic_stream_events(["Hel", "lo", ANSWER_CANARY], extra_events=[
         ("content_block_start", {"type": "content_block_start", "index": 1,
                                  "content_block": {"type": "thinking", "thinking": ""}}),
         ("content_block_delta", {"type": "content_block_delta", "index": 1,

@@ -1,6 +1,10 @@
 """Upstream channels: admin operations and the masked view. Upstream keys are encrypted here."""
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
 from ..crypto import SecretBox, mask
 from ..errors import InvalidRequest, NotFound
 from ..models import Channel, utcnow
@@ -12,6 +16,26 @@ CHANNEL_TYPES = {
     "openai": None,
     "mock": None,
 }
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """Where channels may point (OCTORELAY_UPSTREAM_HTTPS_ONLY, OCTORELAY_UPSTREAM_HOSTS), so a
+    leaked admin token cannot aim the relay, and its upstream keys, at internal addresses."""
+    https_only: bool = False
+    hosts: tuple[str, ...] = ()
+
+    def refusal(self, base_url: str | None) -> str | None:
+        """Why `base_url` is not allowed, or None."""
+        if not base_url:
+            return None
+        parts = urlsplit(base_url)
+        if self.https_only and parts.scheme != "https":
+            return "must use https (OCTORELAY_UPSTREAM_HTTPS_ONLY is set)"
+        host = (parts.hostname or "").lower()
+        if self.hosts and not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.hosts):
+            return f"host {host!r} is not in OCTORELAY_UPSTREAM_HOSTS"
+        return None
 
 
 def serialize(channel: Channel) -> dict:
@@ -50,9 +74,15 @@ def effective_base_url(channel_type: str, base_url: str | None) -> str | None:
     return base_url or CHANNEL_TYPES.get(channel_type)
 
 
-def _check_base_url(channel_type: str, base_url: str | None) -> None:
-    if channel_type != "mock" and not effective_base_url(channel_type, base_url):
+def _check_base_url(channel_type: str, base_url: str | None, policy: UpstreamPolicy) -> None:
+    if channel_type == "mock":
+        return
+    url = effective_base_url(channel_type, base_url)
+    if not url:
         raise InvalidRequest(f"base_url: required for {channel_type} channels")
+    refusal = policy.refusal(url)
+    if refusal:
+        raise InvalidRequest(f"base_url: {refusal}")
 
 
 def _check_name_free(name: str, own_id: int | None = None) -> None:
@@ -63,9 +93,9 @@ def _check_name_free(name: str, own_id: int | None = None) -> None:
         raise InvalidRequest(f"name: a channel named {name!r} already exists")
 
 
-def create_channel(fields: dict, box: SecretBox) -> Channel:
+def create_channel(fields: dict, box: SecretBox, policy: UpstreamPolicy = UpstreamPolicy()) -> Channel:
     columns = _columns(fields, box)
-    _check_base_url(columns["type"], columns.get("base_url"))
+    _check_base_url(columns["type"], columns.get("base_url"), policy)
     _check_name_free(columns["name"])
     return Channel.create(**columns)
 
@@ -81,11 +111,12 @@ def list_channels() -> list[Channel]:
     return list(Channel.select().order_by(Channel.id))
 
 
-def update_channel(channel_id: int, fields: dict, box: SecretBox) -> Channel:
+def update_channel(channel_id: int, fields: dict, box: SecretBox,
+                   policy: UpstreamPolicy = UpstreamPolicy()) -> Channel:
     channel = get_channel(channel_id)
     columns = _columns(fields, box)
     if "type" in columns or "base_url" in columns:
-        _check_base_url(columns.get("type", channel.type), columns.get("base_url", channel.base_url))
+        _check_base_url(columns.get("type", channel.type), columns.get("base_url", channel.base_url), policy)
     if "name" in columns:
         _check_name_free(columns["name"], channel_id)
     if columns:

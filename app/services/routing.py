@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..crypto import SecretBox
+from .channels import UpstreamPolicy, effective_base_url
 from ..metrics import CHANNEL_FAILURES
 from ..models import Channel, utcnow
 
@@ -77,8 +78,9 @@ def order_candidates(channels: list[ChannelConfig], model: str, now: datetime,
 class ChannelDirectory:
     """Enabled channels with decrypted keys, refreshed at most every `ttl` seconds."""
 
-    def __init__(self, box: SecretBox, ttl: float = 1.0):
+    def __init__(self, box: SecretBox, ttl: float = 1.0, policy: UpstreamPolicy = UpstreamPolicy()):
         self.box = box
+        self.policy = policy
         self.ttl = ttl
         self._channels: list[ChannelConfig] = []
         self._loaded_at = float("-inf")
@@ -89,10 +91,20 @@ class ChannelDirectory:
         if time.monotonic() - self._loaded_at >= self.ttl:
             with self._lock:
                 if time.monotonic() - self._loaded_at >= self.ttl:
-                    self._channels = [self._config(c) for c in
-                                      Channel.select().where(Channel.enabled == True)]  # noqa: E712
+                    rows = Channel.select().where(Channel.enabled == True)  # noqa: E712
+                    self._channels = [self._config(c) for c in rows if self._allowed(c)]
                     self._loaded_at = time.monotonic()
         return self._channels
+
+    def _allowed(self, row: Channel) -> bool:
+        """Channels made before a tighter OCTORELAY_UPSTREAM_* policy are not used."""
+        if row.type == "mock":
+            return True
+        refusal = self.policy.refusal(effective_base_url(row.type, row.base_url))
+        if refusal:
+            log.warning("channel skipped by upstream policy", extra={"fields": {
+                "channel_id": row.id, "reason": refusal}})
+        return refusal is None
 
     def _config(self, row: Channel) -> ChannelConfig:
         return ChannelConfig(

@@ -34,6 +34,10 @@ def _box():
     return current_app.extensions["octorelay.secrets"]
 
 
+def _policy():
+    return current_app.extensions["octorelay.upstream_policy"]
+
+
 def _no_content():
     return Response(status=204)
 
@@ -72,7 +76,7 @@ def revoke_key(key_id):
 
 @bp.post("/channels")
 def create_channel():
-    channel = channels.create_channel(load(ChannelSchema(), _body()), _box())
+    channel = channels.create_channel(load(ChannelSchema(), _body()), _box(), _policy())
     return json_response(channels.serialize(channel), 201)
 
 
@@ -89,7 +93,7 @@ def show_channel(channel_id):
 @bp.patch("/channels/<int:channel_id>")
 def update_channel(channel_id):
     fields = load(ChannelSchema(), _body(), partial=True)
-    return json_response(channels.serialize(channels.update_channel(channel_id, fields, _box())))
+    return json_response(channels.serialize(channels.update_channel(channel_id, fields, _box(), _policy())))
 
 
 @bp.delete("/channels/<int:channel_id>")
