@@ -45,6 +45,8 @@ def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, **params)
     if scheme in ("postgres", "postgresql"):
         name = params.pop("database")
+        # A database that accepts connections but never answers must not hang a request.
+        params.setdefault("connect_timeout", 3)
         if pooled:
             return PooledPostgresqlDatabase(
                 name, max_connections=pool_size, stale_timeout=300, timeout=10, **params)

@@ -264,3 +264,25 @@ def test_mock_channel_answers_locally(client, admin, key):
     assert body["usage"]["input_tokens"] > 0 and body["usage"]["output_tokens"] > 0
     row = RequestLog.get()
     assert row.output_tokens == body["usage"]["output_tokens"] and row.cost_nanos > 0
+
+
+def test_a_channel_whose_key_cannot_be_decrypted_does_not_break_the_others(env, admin, upstream, key):
+    from app import create_app
+    from app.crypto import new_secret_key
+
+    anthropic_channel(admin, upstream, name="old-secret", priority=10)
+    admin.create_channel(name="mock", models=["claude-*"])
+    other = create_app({**env, "OCTORELAY_SECRET_KEY": new_secret_key()}).test_client()
+    resp = post(other, key)
+    assert resp.status_code == 200 and resp.get_json()["id"].startswith("msg_mock_")
+    assert upstream.requests == []
+
+
+def test_an_answer_cut_mid_body_counts_against_the_channel(client, admin, upstream, key):
+    from tests.upstream import raw_answer
+
+    channel = anthropic_channel(admin, upstream)
+    upstream.script(raw_answer(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                               b"content-length: 500\r\n\r\n{\"id\": \"msg_"))
+    assert_error(post(client, key), 502, "api_error")
+    assert admin.get(f"/admin/channels/{channel['id']}").get_json()["consecutive_failures"] == 1

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..adaptors.base import USAGE_FIELDS, Usage
+from peewee import SqliteDatabase
+
 from ..db import db
 from ..models import ApiKey, ModelPrice, RequestLog, utcnow
 
@@ -137,6 +139,14 @@ def spool_path(database_url: str, folder: str | None = None) -> str:
     return os.path.join(folder, f"octorelay-settlements-{digest}.jsonl")
 
 
+def _write_transaction():
+    """SQLite: take the write lock up front (BEGIN IMMEDIATE), so a busy database waits out
+    its busy_timeout; a deferred transaction that must upgrade to writing fails at once."""
+    if isinstance(db.obj, SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+
 class Ledger:
     """Writes each request's log row and charge; spools them while the database is away."""
 
@@ -158,7 +168,7 @@ class Ledger:
             self.spool.add(row)
             log.error("database unavailable: settlement spooled", extra={"fields": {
                 "request_id": record.request_id, "key_id": record.key_id, "error": type(exc).__name__,
-                "spool": self.spool.path}})
+                "detail": str(exc)[:200], "spool": self.spool.path}})
             return
         if self.spool.pending():
             written = self.spool.drain(lambda r: self._write(r, replay=True))
@@ -171,7 +181,7 @@ class Ledger:
         usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
         cost = self.prices.cost_nanos(row["upstream_model"] or row["model"], usage)
         fields = {name: row[name] for name in LOG_FIELDS}
-        with db.connection_context(), db.atomic():
+        with db.connection_context(), _write_transaction():
             if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():
                 return cost
             RequestLog.create(**fields, **{name: row[name] for name in USAGE_FIELDS}, cost_nanos=cost,

@@ -215,6 +215,7 @@ class Relay:
         try:
             raw = opened.upstream.read()
         except TransportError as exc:
+            self.directory.record_failure(opened.channel, exc.kind)
             return self._finish_error(record, admission, _transport_reply(exc, record.request_id))
         finally:
             opened.upstream.close()
@@ -246,6 +247,7 @@ class Relay:
             except TransportError as exc:
                 broken = exc
             if broken is not None:
+                self.directory.record_failure(opened.channel, broken.kind)
                 record.error_type = "timeout_error" if broken.kind == "timeout" else "api_error"
                 yield frame("error", error_body(record.error_type, broken.message, record.request_id))
         except GeneratorExit:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..config import ConfigError
 from ..crypto import SecretBox
 from .channels import UpstreamPolicy, effective_base_url
 from ..metrics import CHANNEL_FAILURES
@@ -92,7 +93,8 @@ class ChannelDirectory:
             with self._lock:
                 if time.monotonic() - self._loaded_at >= self.ttl:
                     rows = Channel.select().where(Channel.enabled == True)  # noqa: E712
-                    self._channels = [self._config(c) for c in rows if self._allowed(c)]
+                    configs = (self._config(c) for c in rows if self._allowed(c))
+                    self._channels = [c for c in configs if c is not None]
                     self._loaded_at = time.monotonic()
         return self._channels
 
@@ -106,10 +108,18 @@ class ChannelDirectory:
                 "channel_id": row.id, "reason": refusal}})
         return refusal is None
 
-    def _config(self, row: Channel) -> ChannelConfig:
+    def _config(self, row: Channel) -> ChannelConfig | None:
+        """None (and an error line) for a channel whose key cannot be decrypted: one bad
+        channel must not take the others down with it."""
+        try:
+            api_key = self.box.decrypt(row.api_key_enc) if row.api_key_enc else None
+        except ConfigError as exc:
+            log.error("channel skipped: its upstream key cannot be decrypted", extra={"fields": {
+                "channel_id": row.id, "reason": str(exc)}})
+            return None
         return ChannelConfig(
             id=row.id, name=row.name, type=row.type, base_url=row.base_url,
-            api_key=self.box.decrypt(row.api_key_enc) if row.api_key_enc else None,
+            api_key=api_key,
             models=tuple(row.models or ()), model_map=dict(row.model_map or {}),
             priority=row.priority, weight=row.weight, timeout_s=row.timeout_s,
             consecutive_failures=row.consecutive_failures, cooldown_until=row.cooldown_until)

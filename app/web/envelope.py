@@ -25,7 +25,13 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def new_request_id() -> str:
-    return "req_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    """`req_` + 24 base62 characters (~142 random bits), like Anthropic's ids."""
+    n = int.from_bytes(secrets.token_bytes(18), "big")
+    chars = []
+    for _ in range(24):
+        n, r = divmod(n, 62)
+        chars.append(_ALPHABET[r])
+    return "req_" + "".join(chars)
 
 
 def request_id() -> str:
