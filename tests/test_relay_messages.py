@@ -286,3 +286,37 @@ def test_an_answer_cut_mid_body_counts_against_the_channel(client, admin, upstre
                                b"content-length: 500\r\n\r\n{\"id\": \"msg_"))
     assert_error(post(client, key), 502, "api_error")
     assert admin.get(f"/admin/channels/{channel['id']}").get_json()["consecutive_failures"] == 1
+
+
+def test_failures_interleaved_with_successes_in_other_workers_do_not_cool_a_channel(app, admin, upstream):
+    """Worker B's success must reset a count worker A raised, even while B's cache is stale."""
+    import time
+
+    from app.services.routing import ChannelDirectory
+
+    channel = anthropic_channel(admin, upstream)
+    box = app.extensions["octorelay.secrets"]
+    worker_a, worker_b = ChannelDirectory(box, ttl=1.0), ChannelDirectory(box, ttl=1.0)
+    stale = worker_b.candidates("claude-sonnet-4-5")[0]
+    for _ in range(4):
+        worker_a.record_failure(worker_a.candidates("claude-sonnet-4-5")[0], "http_500")
+        time.sleep(1.05)  # B re-checks a channel it believes healthy at most once a second
+        worker_b.record_success(stale)
+    state = admin.get(f"/admin/channels/{channel['id']}").get_json()
+    assert state["consecutive_failures"] == 0 and state["cooldown_until"] is None
+
+
+def test_a_burst_of_failures_makes_one_cooldown(app, admin, upstream):
+    from app.services.routing import ChannelDirectory
+
+    channel = anthropic_channel(admin, upstream)
+    directory = ChannelDirectory(app.extensions["octorelay.secrets"], ttl=1.0)
+    config = directory.candidates("claude-sonnet-4-5")[0]
+    for _ in range(16):  # 16 requests in flight all fail
+        directory.record_failure(config, "http_529")
+    state = admin.get(f"/admin/channels/{channel['id']}").get_json()
+    assert state["consecutive_failures"] == 3  # counting stopped once it cooled down
+    until = state["cooldown_until"]
+    from datetime import datetime, timezone
+    rest = datetime.fromisoformat(until.replace("Z", "+00:00")) - datetime.now(timezone.utc)
+    assert 20 < rest.total_seconds() <= 31  # the first cooldown: 30 s, not escalated by the burst

@@ -87,6 +87,7 @@ class ChannelDirectory:
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
         self._rng = random.Random()
+        self._reset_checked: dict[int, float] = {}  # channel id -> when a reset was last tried
 
     def channels(self) -> list[ChannelConfig]:
         if time.monotonic() - self._loaded_at >= self.ttl:
@@ -131,24 +132,38 @@ class ChannelDirectory:
         self._loaded_at = float("-inf")
 
     def record_failure(self, channel: ChannelConfig, reason: str) -> None:
-        """Count the failure atomically; a channel failing repeatedly starts to cool down."""
+        """Count the failure atomically; a channel failing repeatedly starts to cool down.
+
+        Failures of requests already in flight while it cools down are not counted, so
+        one burst makes one cooldown; the next one, after it has been tried again, is longer.
+        """
         CHANNEL_FAILURES.labels(str(channel.id), reason).inc()
-        Channel.update(consecutive_failures=Channel.consecutive_failures + 1).where(
-            Channel.id == channel.id).execute()
-        row = Channel.get_or_none(Channel.id == channel.id)
+        now = utcnow()
+        counted = Channel.update(consecutive_failures=Channel.consecutive_failures + 1).where(
+            (Channel.id == channel.id)
+            & (Channel.cooldown_until.is_null() | (Channel.cooldown_until <= now))).execute()
+        row = Channel.get_or_none(Channel.id == channel.id) if counted else None
         if row is not None:
             rest = cooldown_for(row.consecutive_failures)
             if rest:
-                Channel.update(cooldown_until=utcnow() + timedelta(seconds=rest)).where(
+                Channel.update(cooldown_until=now + timedelta(seconds=rest)).where(
                     Channel.id == channel.id).execute()
                 log.warning("channel cooling down", extra={"fields": {
                     "channel_id": channel.id, "failures": row.consecutive_failures,
                     "cooldown_s": rest, "reason": reason}})
+        self._reset_checked.pop(channel.id, None)
         self.invalidate()
 
     def record_success(self, channel: ChannelConfig) -> None:
-        """Only a channel that had failed costs a write here."""
-        if channel.consecutive_failures or channel.cooldown_until is not None:
-            Channel.update(consecutive_failures=0, cooldown_until=None).where(
-                Channel.id == channel.id).execute()
+        """One success resets the count. A channel this worker believes healthy is re-checked
+        at most once a second, since another worker may have counted a failure meanwhile."""
+        now = time.monotonic()
+        known_bad = channel.consecutive_failures or channel.cooldown_until is not None
+        if not known_bad and now - self._reset_checked.get(channel.id, float("-inf")) < 1.0:
+            return
+        self._reset_checked[channel.id] = now
+        reset = Channel.update(consecutive_failures=0, cooldown_until=None).where(
+            (Channel.id == channel.id)
+            & ((Channel.consecutive_failures > 0) | Channel.cooldown_until.is_null(False))).execute()
+        if reset:
             self.invalidate()
