@@ -586,3 +586,12 @@ def test_claude_code_body_is_cheap_to_check():
     median = runs[len(runs) // 2]
     # well under 2 ms on a dev machine; generous bound so a loaded CI box doesn't flake
     assert median < 0.010, f"median {median * 1000:.2f} ms"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model": "a", "model": "b", "max_tokens": 1, "messages": []}',
+    b'{"model": "a", "max_tokens": 1, "messages": [{"role": "user", "role": "assistant", "content": "x"}]}',
+])
+def test_repeated_keys_are_refused(raw):
+    with pytest.raises(InvalidRequest, match="appears twice"):
+        parse_json_body(raw)

@@ -339,8 +339,21 @@ def _check_surrogates(body, text: str) -> None:
         ) from None
 
 
+def _unique_keys(pairs: list) -> dict:
+    """The relay checks one reading of the body and forwards its bytes; with a key repeated,
+    an upstream that keeps the first copy would read another model, stream flag or limit."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key[:100]!r} appears twice in one object")
+            seen.add(key)
+    return body
+
+
 def parse_json_body(raw: bytes) -> dict:
-    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, an object at the top."""
+    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, no repeated keys, an object at the top."""
     if not raw or not raw.strip():
         raise InvalidRequest("request body must be valid JSON: the body is empty")
     try:
@@ -350,7 +363,7 @@ def parse_json_body(raw: bytes) -> dict:
             f"request body must be valid JSON in UTF-8: invalid byte at position {error.start}"
         ) from None
     try:
-        body = json.loads(text, parse_constant=_no_constant)
+        body = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
         if isinstance(body, dict):
             _check_surrogates(body, text)
     except RecursionError:
