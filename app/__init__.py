@@ -32,8 +32,10 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
         OCTORELAY=settings,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
+        PROVIDE_AUTOMATIC_OPTIONS=False,  # OPTIONS on a route is a 405 like any other method
     )
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False  # `//` is a 404, not a redirect built from the Host header
     box = SecretBox(secret_keys_for(settings))
     app.extensions["octorelay.secrets"] = box
     app.extensions["octorelay.upstream_policy"] = policy = UpstreamPolicy(

@@ -1,14 +1,19 @@
 """Admin API bodies: keys, channels, prices. Unknown fields are errors (typos must not pass)."""
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from ..services.channels import CHANNEL_TYPES
 from ..timefmt import to_naive_utc
 from .strict import StrictBoolean, StrictFloat, StrictInteger
 
-_name = validate.Length(min=1, max=200)
-_glob = fields.String(validate=validate.Length(min=1, max=200))
+def _no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL characters.")
+
+
+_name = [validate.Length(min=1, max=200), _no_nul]
+_glob = fields.String(validate=[validate.Length(min=1, max=200), _no_nul])
 _limit = dict(allow_none=True, validate=validate.Range(min=1, max=10**9))
 
 
@@ -29,7 +34,10 @@ class KeySchema(Schema):
     @post_load
     def _utc(self, data, **kwargs):
         if data.get("expires_at") is not None:
-            data["expires_at"] = to_naive_utc(data["expires_at"])
+            try:
+                data["expires_at"] = to_naive_utc(data["expires_at"])
+            except OverflowError:
+                raise ValidationError("Out of range.", "expires_at") from None
         return data
 
 
@@ -43,8 +51,8 @@ class ChannelSchema(Schema):
                           validate=validate.Length(max=1000))
     api_key = fields.String(allow_none=True, validate=validate.Length(max=4096))
     models = fields.List(_glob, required=True, validate=validate.Length(min=1, max=500))
-    model_map = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)),
-                            values=fields.String(validate=validate.Length(min=1, max=200)))
+    model_map = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=200), _no_nul]),
+                            values=fields.String(validate=[validate.Length(min=1, max=200), _no_nul]))
     priority = StrictInteger(validate=validate.Range(min=-10**6, max=10**6))
     weight = StrictInteger(validate=validate.Range(min=1, max=10**6))
     timeout_s = StrictFloat(validate=validate.Range(min=0.1, max=86400))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..adaptors.base import USAGE_FIELDS, Usage
-from peewee import SqliteDatabase
+from peewee import DataError, IntegrityError, SqliteDatabase
 
 from ..db import db
 from ..models import ApiKey, ModelPrice, RequestLog, utcnow
@@ -120,6 +120,11 @@ class Spool:
                     try:
                         write(row)
                         done += 1
+                    except (IntegrityError, DataError):  # never storable: set aside, keep going
+                        log.error("spooled settlement refused by the database", extra={"fields": {
+                            "request_id": row.get("request_id")}})
+                        with open(self.path + ".rejected", "a", encoding="utf-8") as rejected:
+                            rejected.write(json.dumps(row, separators=(",", ":")) + "\n")
                     except Exception:
                         left.append(row)
                 fh.seek(0)
@@ -137,6 +142,10 @@ def spool_path(database_url: str, folder: str | None = None) -> str:
     folder = folder or tempfile.gettempdir()
     digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
     return os.path.join(folder, f"octorelay-settlements-{digest}.jsonl")
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\ufffd")[:200]
 
 
 def _write_transaction():
@@ -160,6 +169,7 @@ class Ledger:
         record.settled = True
         record.latency_ms = int((time.perf_counter() - record.started) * 1000)
         row = {name: getattr(record, name) for name in LOG_FIELDS}
+        row["model"] = _storable(record.model)  # any string a client sent must fit the column
         row.update(upstream_model=record.upstream_model, created_at=utcnow().isoformat(),
                    **{name: getattr(record.usage, name) for name in USAGE_FIELDS})
         try:

@@ -101,7 +101,7 @@ def create_channel(fields: dict, box: SecretBox, policy: UpstreamPolicy = Upstre
 
 
 def get_channel(channel_id: int) -> Channel:
-    channel = Channel.get_or_none(Channel.id == channel_id)
+    channel = Channel.get_or_none(Channel.id == channel_id) if 0 < channel_id < 2 ** 63 else None
     if channel is None:
         raise NotFound(f"no channel with id {channel_id}")
     return channel

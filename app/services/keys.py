@@ -86,7 +86,7 @@ def create_key(fields: dict) -> tuple[ApiKey, str]:
 
 
 def get_key(key_id: int) -> ApiKey:
-    key = ApiKey.get_or_none(ApiKey.id == key_id)
+    key = ApiKey.get_or_none(ApiKey.id == key_id) if 0 < key_id < 2 ** 63 else None
     if key is None:
         raise NotFound(f"no key with id {key_id}")
     return key

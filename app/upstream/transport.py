@@ -15,6 +15,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
+from ..errors import InvalidRequest
+
 CONNECT_TIMEOUT_S = 10.0
 READ_CHUNK = 65536
 
@@ -79,6 +81,10 @@ class HttpTransport:
                 request.url, data=request.body, headers=request.headers, stream=True,
                 timeout=(min(CONNECT_TIMEOUT_S, request.timeout_s), request.timeout_s),
                 allow_redirects=False)
+        except requests.exceptions.InvalidHeader:
+            # A client's anthropic-* value requests will not send: the client's fault, not the
+            # channel's. (The value is not echoed: the message could name our own key.)
+            raise InvalidRequest("a request header value cannot be forwarded upstream") from None
         except requests.exceptions.ConnectTimeout as exc:
             raise TransportError("connect", f"connect timeout: {type(exc).__name__}") from None
         except requests.exceptions.Timeout:

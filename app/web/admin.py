@@ -5,10 +5,11 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from ..schemas import load
+from ..schemas.messages import parse_json_body
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
 from ..services import channels, keys, prices
 from ..services import usage
-from .envelope import json_response
+from .envelope import json_response, read_body
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -24,10 +25,8 @@ def _require_admin():
 
 
 def _body():
-    data = request.get_json(silent=True)
-    if data is None:
-        raise InvalidRequest("request body must be a JSON object")
-    return data
+    """Strict JSON, as on the client API: lenient parsing let bad input through to the DB."""
+    return parse_json_body(read_body())
 
 
 def _box():
@@ -111,6 +110,8 @@ def list_prices():
 
 @bp.put("/prices/<path:model>")
 def put_price(model):
+    if len(model) > 200 or "\x00" in model:
+        raise InvalidRequest("model: must be at most 200 characters, without NUL")
     price, created = prices.put_price(model, load(PriceSchema(), _body()))
     return json_response(prices.serialize(price), 201 if created else 200)
 

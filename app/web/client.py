@@ -1,12 +1,11 @@
 """The Anthropic-compatible client API under /v1: key auth, then the route's service."""
 from flask import Blueprint, Response, current_app, g, request
 
-from ..errors import RequestTooLarge
 from ..schemas.messages import check_messages_body, parse_json_body
 from ..services import catalog
 from ..services.auth import authenticate, key_from_headers
 from ..services.relay import RelayCall
-from .envelope import json_response, request_id
+from .envelope import json_response, read_body, request_id
 
 bp = Blueprint("client", __name__, url_prefix="/v1")
 
@@ -18,23 +17,8 @@ def _authenticate():
     g.key_id = key.id
 
 
-def _read_body() -> bytes:
-    """The body, refusing more than the limit whether or not a Content-Length was sent.
-
-    With a Content-Length werkzeug refuses an oversized body before reading it;
-    a chunked body has none, and werkzeug would silently cut it at the limit.
-    """
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None:
-        return request.get_data(cache=False)
-    data = request.environ["wsgi.input"].read(limit + 1)
-    if len(data) > limit:
-        raise RequestTooLarge(f"request body too large (limit {limit} bytes)")
-    return data
-
-
 def _call(count_tokens: bool) -> RelayCall:
-    raw = _read_body()
+    raw = read_body()
     body = parse_json_body(raw)
     check_messages_body(body, count_tokens=count_tokens)
     return RelayCall(request_id(), g.key, body, raw, request.headers, count_tokens=count_tokens)

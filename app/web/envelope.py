@@ -11,12 +11,12 @@ import secrets
 import string
 import time
 
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 from peewee import InterfaceError, OperationalError
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
-from ..errors import RelayError, error_body, error_type_for
+from ..errors import InvalidRequest, RelayError, RequestTooLarge, error_body, error_type_for
 
 access_log = logging.getLogger("octorelay.access")
 error_log = logging.getLogger("octorelay.error")
@@ -42,8 +42,32 @@ def request_id() -> str:
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                    status=status, headers=headers, content_type="application/json")
+    try:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate echoed back from the input
+        text = json.dumps(body, separators=(",", ":")).encode()
+    return Response(text, status=status, headers=headers, content_type="application/json")
+
+
+def read_body() -> bytes:
+    """The body, refusing more than the limit whether or not a Content-Length was sent.
+
+    With a Content-Length werkzeug refuses an oversized body before reading it;
+    a chunked body has none, and werkzeug would silently cut it at the limit.
+    Broken framing (bad chunk sizes, a client gone mid-body) is the client's 400.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    try:
+        if request.content_length is not None:
+            return request.get_data(cache=False)
+        data = request.environ["wsgi.input"].read(limit + 1)
+    except HTTPException:
+        raise
+    except Exception:
+        raise InvalidRequest("the request body could not be read (broken framing?)") from None
+    if len(data) > limit:
+        raise RequestTooLarge(f"request body too large (limit {limit} bytes)")
+    return data
 
 
 def error_response(status: int, error_type: str, message: str, headers: dict | None = None) -> Response:
