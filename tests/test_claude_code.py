@@ -34,6 +34,18 @@ def claude_bin():
     pytest.skip("Claude Code not installed (npm install --ignore-scripts @anthropic-ai/claude-code)")
 
 
+def claude_says_the_reply(claude_bin, base_url, auth_var, key, home) -> None:
+    """`claude -p "say hi"` against the relay, in an empty home, prints the upstream's reply."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+    env.update({"HOME": str(home), "ANTHROPIC_BASE_URL": base_url, auth_var: key,
+                "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1"})
+    done = subprocess.run([claude_bin, "-p", "say hi"], cwd=home, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert REPLY in done.stdout
+
+
 def answer(request):
     body = request.json()
     if body.get("stream"):
@@ -46,14 +58,7 @@ def test_claude_print_mode_through_the_relay(claude_bin, live, admin, upstream, 
     anthropic_channel(admin, upstream)
     key = admin.create_key(name="claude-code")["key"]
     upstream.set_default(answer)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
-    env.update({"HOME": str(tmp_path), "ANTHROPIC_BASE_URL": live, auth_var: key,
-                "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                "DISABLE_AUTOUPDATER": "1"})
-    done = subprocess.run([claude_bin, "-p", "say hi"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert REPLY in done.stdout
+    claude_says_the_reply(claude_bin, live, auth_var, key, tmp_path)
 
     turns = [r for r in upstream.requests if r.path == "/v1/messages"]
     assert turns, [r.path for r in upstream.requests]
@@ -93,14 +98,7 @@ def test_claude_code_through_an_openai_channel(claude_bin, live, admin, upstream
                          models=["claude-*"], model_map={})
     key = admin.create_key(name="claude-code")["key"]
     upstream.set_default(openai_answer)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
-    env.update({"HOME": str(tmp_path), "ANTHROPIC_BASE_URL": live, "ANTHROPIC_API_KEY": key,
-                "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                "DISABLE_AUTOUPDATER": "1"})
-    done = subprocess.run([claude_bin, "-p", "say hi"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert REPLY in done.stdout
+    claude_says_the_reply(claude_bin, live, "ANTHROPIC_API_KEY", key, tmp_path)
     turns = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
     assert turns and turns[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     sent = turns[-1].json()
