@@ -45,10 +45,6 @@ def _retry_after(reset_epoch: float) -> str:
     return str(min(60, max(1, math.ceil(reset_epoch - time.time()))))
 
 
-class LimitStoreDown(Exception):
-    """The shared limit state cannot be reached."""
-
-
 class MemoryLeases:
     """Weighted leases in this process (REDIS_URL unset: one worker only)."""
 
@@ -278,10 +274,6 @@ class Limiter:
                 self._leases.release(name, lease)
             except Exception as exc:
                 self._store_failed(exc, "release")
-
-    def ping(self) -> None:
-        if not self._storage.check():
-            raise LimitStoreDown("rate-limit store does not answer")
 
     def _store_failed(self, exc: Exception, during: str) -> None:
         log.error("rate-limit store failed", extra={"fields": {
