@@ -320,3 +320,11 @@ def test_a_burst_of_failures_makes_one_cooldown(app, admin, upstream):
     from datetime import datetime, timezone
     rest = datetime.fromisoformat(until.replace("Z", "+00:00")) - datetime.now(timezone.utc)
     assert 20 < rest.total_seconds() <= 31  # the first cooldown: 30 s, not escalated by the burst
+
+
+def test_a_channel_without_base_url_is_routed_to_the_types_default(app, admin):
+    """An `anthropic` channel created without `base_url` (as bootstrap does with ANTHROPIC_API_KEY)
+    must reach https://api.anthropic.com, not fail every request with a URL-less 502."""
+    admin.create_channel(name="official", type="anthropic", api_key="sk-ant-api03-x", models=["claude-*"])
+    [channel] = app.extensions["octorelay.relay"].directory.candidates("claude-sonnet-4-5")
+    assert channel.base_url == "https://api.anthropic.com"

@@ -119,7 +119,7 @@ class ChannelDirectory:
                 "channel_id": row.id, "reason": str(exc)}})
             return None
         return ChannelConfig(
-            id=row.id, name=row.name, type=row.type, base_url=row.base_url,
+            id=row.id, name=row.name, type=row.type, base_url=effective_base_url(row.type, row.base_url),
             api_key=api_key,
             models=tuple(row.models or ()), model_map=dict(row.model_map or {}),
             priority=row.priority, weight=row.weight, timeout_s=row.timeout_s,
