@@ -44,3 +44,11 @@ def child_exit(server, worker):
 def on_exit(server):
     if _METRICS_DIR_OWNED:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def worker_exit(server, worker):
+    """Write the settlements still queued before the worker goes (atexit would too; this is explicit)."""
+    app = getattr(worker, "wsgi", None)
+    relay = getattr(app, "extensions", {}).get("octorelay.relay")
+    if relay is not None:
+        relay.ledger.close()

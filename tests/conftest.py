@@ -7,6 +7,7 @@ import os
 import socket
 
 import pytest
+from flask.testing import FlaskClient
 
 from app import create_app
 from app.db import db, open_database, upgrade
@@ -118,11 +119,28 @@ def redis_url(tmp_path):
         proc.wait(timeout=10)
 
 
+class SettlingClient(FlaskClient):
+    """Waits for the background settlement writer after each request, so a test can read the
+    log row and charge of a non-streaming request at once (streams: see wait_for_row)."""
+
+    def open(self, *args, **kwargs):
+        resp = super().open(*args, **kwargs)
+        settled(self.application)
+        return resp
+
+
+def settled(app) -> None:
+    """Block until every settlement the app has queued is committed."""
+    assert app.extensions["octorelay.relay"].ledger.flush(timeout=10), "settlements not written in 10 s"
+
+
 @pytest.fixture
 def app(env):
     app = create_app(env)
+    app.test_client_class = SettlingClient
     upgrade(db.obj)
     yield app
+    app.extensions["octorelay.relay"].ledger.close()
     db.obj.close_all()
 
 

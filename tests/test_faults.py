@@ -638,7 +638,11 @@ def test_database_outage_under_gunicorn_keeps_the_worker(env, procs, db_proxy, u
     assert worker_pids(server.popen.pid) == workers  # the same worker served throughout
     assert server.popen.poll() is None
 
-    logs = admin("GET", f"/admin/logs?key_id={key['id']}&limit=100").json()["data"]
+    def logs_now():
+        return admin("GET", f"/admin/logs?key_id={key['id']}&limit=100").json()["data"]
+
+    wait_until(lambda: len(logs_now()) >= 23, timeout=5)  # rows are written just after each answer
+    logs = logs_now()
     assert len(logs) == 12 + 1 + 10  # the 503s never reached routing: no rows, no charge
     stream_rows = [row for row in logs if row["request_id"] == streamed[0][0]]
     assert len(stream_rows) == 1, "the stream settled during the outage has no log row"

@@ -75,7 +75,7 @@ def test_non_streaming_round_trip(sdk, upstream, openai_channel, admin):
     sent = seen.json()
     assert sent["model"] == MODEL and sent["max_tokens"] == 64
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    row = RequestLog.get()
+    row = wait_for_row()  # written after the response
     assert (row.input_tokens, row.output_tokens, row.cache_read_input_tokens) == (30, 7, 20)
     assert row.cost_nanos == 30 * 1000 + 7 * 2000 + 20 * 500
 
@@ -135,7 +135,7 @@ def test_missing_usage_chunk_is_estimated(client, key, upstream, openai_channel)
                        headers={"x-api-key": key["key"]})
     frames = resp.get_data(as_text=True)
     assert "event: message_stop" in frames
-    assert RequestLog.get().output_tokens >= 20  # 80 characters forwarded
+    assert wait_for_row().output_tokens >= 20  # 80 characters forwarded
 
 
 def test_upstream_errors_are_mapped_and_fail_over(client, key, upstream, admin, openai_channel):
@@ -180,7 +180,7 @@ def test_mid_stream_drop_becomes_an_error_event(client, key, upstream, openai_ch
                        headers={"x-api-key": key["key"]})
     text = resp.get_data(as_text=True)
     assert "event: message_start" in text and text.rstrip().split("\n\n")[-1].startswith("event: error")
-    assert RequestLog.get().error_type == "api_error"
+    assert wait_for_row().error_type == "api_error"
 
 
 def test_a_channel_that_cannot_carry_the_request_is_skipped(client, key, upstream, admin, openai_channel):

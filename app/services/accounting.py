@@ -2,8 +2,10 @@
 
 Cost is computed in integers: tokens x micro-dollars per million tokens is
 pico-dollars, rounded once to the nano-dollars the DB stores, so log rows
-and key totals always add up exactly. A settlement the database refuses
-(it is down for a moment) is spooled to a local file and written later.
+and key totals always add up exactly. Settlements are written after the
+response by a background writer (services/writer.py), batched; one the
+database refuses (it is down for a moment) is spooled to a local file and
+written later.
 """
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable
 
 from ..adaptors.base import USAGE_FIELDS, Usage
 from peewee import DataError, IntegrityError, SqliteDatabase
 
 from ..db import db
 from ..models import ApiKey, ModelPrice, RequestLog, utcnow
+from .writer import SettlementWriter
 
 log = logging.getLogger("octorelay.accounting")
 
@@ -157,39 +161,115 @@ def _write_transaction():
 
 
 class Ledger:
-    """Writes each request's log row and charge; spools them while the database is away."""
+    """Writes each request's log row and charge, after the response, in batches; spools them
+    while the database is away."""
 
-    def __init__(self, prices: PriceBook, spool: Spool):
+    def __init__(self, prices: PriceBook, spool: Spool, *, background: bool = True):
         self.prices = prices
         self.spool = spool
+        self._statements: tuple[str, str, tuple] | None = None
+        self.writer = SettlementWriter(self.write_batch) if background else None
 
-    def settle(self, record: RequestRecord) -> None:
-        """Runs at the end of every routed request, streams included (after Flask has torn the
-        request down), so it uses a connection of its own. Never raises."""
+    def settle(self, record: RequestRecord, done: Callable[[int], None] | None = None) -> None:
+        """Queue the request's row and charge; `done(cost_nanos)` runs once they are committed
+        (or spooled). Runs at the end of every routed request, streams included. Never raises."""
         record.settled = True
         record.latency_ms = int((time.perf_counter() - record.started) * 1000)
         row = {name: getattr(record, name) for name in LOG_FIELDS}
         row["model"] = _storable(record.model)  # any string a client sent must fit the column
         row.update(upstream_model=record.upstream_model, created_at=utcnow().isoformat(),
                    **{name: getattr(record.usage, name) for name in USAGE_FIELDS})
-        try:
-            record.cost_nanos = self._write(row, replay=False)
-        except Exception as exc:
-            self.spool.add(row)
-            log.error("database unavailable: settlement spooled", extra={"fields": {
-                "request_id": record.request_id, "key_id": record.key_id, "error": type(exc).__name__,
-                "detail": str(exc)[:200], "spool": self.spool.path}})
+        if self.writer is not None:
+            self.writer.submit(row, done)
             return
+        cost = self.write_batch([row])[0]
+        if done is not None:
+            done(cost)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every settlement queued so far is committed (or spooled)."""
+        return self.writer.flush(timeout) if self.writer is not None else True
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def write_batch(self, rows: list[dict]) -> list[int]:
+        """Rows and charges in one transaction; returns each row's cost (0 when spooled)."""
+        try:
+            costs = [self._cost(row) for row in rows]  # may reload prices: inside the try
+            self._insert(rows, costs)
+        except (IntegrityError, DataError):  # one unstorable row must not sink the others
+            costs = [self._write_one(row) for row in rows]
+        except Exception as exc:
+            for row in rows:
+                self.spool.add(row)
+            log.error("database unavailable: settlements spooled", extra={"fields": {
+                "rows": len(rows), "request_ids": [row["request_id"] for row in rows[:20]],
+                "error": type(exc).__name__, "detail": str(exc)[:200], "spool": self.spool.path}})
+            return [0] * len(rows)
         if self.spool.pending():
             written = self.spool.drain(lambda r: self._write(r, replay=True))
             if written:
                 log.warning("spooled settlements written", extra={"fields": {"rows": written}})
+        return costs
+
+    def _cost(self, row: dict) -> int:
+        usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
+        return self.prices.cost_nanos(row["upstream_model"] or row["model"], usage)
+
+    def _prepared(self) -> tuple[str, str, tuple]:
+        """The INSERT and the charge UPDATE as SQL text, built once: peewee's query builder
+        costs more per row than the database does."""
+        if self._statements is None:
+            p = db.param
+
+            def q(name: str) -> str:
+                return f"{db.quote[0]}{name}{db.quote[1]}"
+
+            columns = (*LOG_FIELDS, *USAGE_FIELDS, "cost_nanos", "created_at")
+            converters = tuple(RequestLog._meta.fields[name].db_value for name in columns)
+            insert = (f"INSERT INTO {q(RequestLog._meta.table_name)} "
+                      f"({', '.join(q(RequestLog._meta.fields[c].column_name) for c in columns)}) "
+                      f"VALUES ({', '.join([p] * len(columns))})")
+            nanos, tokens = q(ApiKey.used_nanos.column_name), q(ApiKey.used_tokens.column_name)
+            charge = (f"UPDATE {q(ApiKey._meta.table_name)} SET {nanos} = {nanos} + {p}, "
+                      f"{tokens} = {tokens} + {p} WHERE {q(ApiKey.id.column_name)} = {p}")
+            self._statements = (insert, charge, (columns, converters))
+        return self._statements
+
+    def _insert(self, rows: list[dict], costs: list[int]) -> None:
+        insert, charge, (columns, converters) = self._prepared()
+        values, charges = [], {}
+        for row, cost in zip(rows, costs):
+            row = {**row, "cost_nanos": cost, "created_at": datetime.fromisoformat(row["created_at"])}
+            values.append(tuple(conv(row[name]) for name, conv in zip(columns, converters)))
+            tokens = sum(row[name] for name in USAGE_FIELDS)
+            if row["key_id"] is not None and (cost or tokens):
+                total = charges.setdefault(row["key_id"], [0, 0])
+                total[0] += cost
+                total[1] += tokens
+        with db.connection_context(), _write_transaction():
+            cursor = db.cursor()
+            cursor.executemany(insert, values)
+            if charges:  # in key order, so concurrent writers lock key rows in the same order
+                cursor.executemany(charge, [(n, t, key_id) for key_id, (n, t) in sorted(charges.items())])
+
+    def _write_one(self, row: dict) -> int:
+        try:
+            return self._write(row, replay=False)
+        except Exception as exc:
+            self.spool.add(row)
+            log.error("settlement refused: spooled", extra={"fields": {
+                "request_id": row["request_id"], "key_id": row["key_id"], "error": type(exc).__name__,
+                "detail": str(exc)[:200], "spool": self.spool.path}})
+            return 0
 
     def _write(self, row: dict, *, replay: bool) -> int:
         """One transaction: the log row, then the key's charge. A replayed row already in
         the table is skipped, so a settlement is never charged twice."""
         usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
-        cost = self.prices.cost_nanos(row["upstream_model"] or row["model"], usage)
+        cost = self._cost(row)
         fields = {name: row[name] for name in LOG_FIELDS}
         with db.connection_context(), _write_transaction():
             if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():

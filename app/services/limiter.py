@@ -149,7 +149,8 @@ class Admission:
     """What admit() granted: the headers to send and the leases to give back."""
     key: KeySnapshot
     headers: dict = field(default_factory=dict)
-    leases: list[tuple[str, str]] = field(default_factory=list)  # (lease set, lease id)
+    leases: list[tuple[str, str]] = field(default_factory=list)  # concurrency slot: (lease set, lease id)
+    reservations: list[tuple[str, str]] = field(default_factory=list)  # budget / quota, until charged
     lease_renewed: float = field(default_factory=time.monotonic)
     released: bool = False
 
@@ -205,7 +206,7 @@ class Limiter:
             if cap is not None:
                 name, lease = f"octorelay:{kind}:{key.id}", uuid.uuid4().hex
                 others = self._leases.add(name, lease, weight, self.lease_ttl)
-                admission.leases.append((name, lease))
+                admission.reservations.append((name, lease))
                 held.append((kind, cap, others))
         used_nanos, used_tokens = _fresh_usage(key)
         check_budget(key, used_nanos, used_tokens)
@@ -242,17 +243,19 @@ class Limiter:
 
     def keep_alive(self, admission: Admission) -> None:
         """Renew a long stream's leases now and then (cheap to call on every chunk)."""
-        if not admission.leases or time.monotonic() - admission.lease_renewed < self.lease_refresh:
+        if not (admission.leases or admission.reservations) \
+                or time.monotonic() - admission.lease_renewed < self.lease_refresh:
             return
         admission.lease_renewed = time.monotonic()
         try:
-            for name, lease in admission.leases:
+            for name, lease in admission.leases + admission.reservations:
                 self._leases.refresh(name, lease, self.lease_ttl)
         except Exception as exc:
             self._store_failed(exc, "refresh")
 
     def finish(self, admission: Admission, tokens: int) -> None:
-        """After the charge is committed: count tokens against tpm, give slots and reservations back."""
+        """When the request ends: count its tokens against tpm, give its concurrency slot back.
+        Budget and quota reservations stay until `release_reservations` (after the charge)."""
         if admission.released:
             return
         admission.released = True
@@ -264,11 +267,20 @@ class Limiter:
                     tpm.key_for("octorelay", "tpm", str(key.id)), RECORD_ANYWAY, tpm.get_expiry(), tokens)
             except Exception as exc:
                 self._store_failed(exc, "finish")
-        self._give_back(admission)
+        self._release(admission, "leases")
+
+    def release_reservations(self, admission: Admission) -> None:
+        """Once the request's charge is committed: it now counts in the key's totals instead."""
+        self._release(admission, "reservations")
 
     def _give_back(self, admission: Admission) -> None:
-        """Release the admission's leases; one that cannot be released expires with its TTL."""
-        leases, admission.leases = admission.leases, []
+        self._release(admission, "leases")
+        self._release(admission, "reservations")
+
+    def _release(self, admission: Admission, kind: str) -> None:
+        """Release one kind of the admission's leases; one that cannot be released expires with its TTL."""
+        leases = getattr(admission, kind)
+        setattr(admission, kind, [])
         for name, lease in leases:
             try:
                 self._leases.release(name, lease)

@@ -264,14 +264,20 @@ class Relay:
             self._settle(record, admission)
 
     def _settle(self, record: RequestRecord, admission: Admission) -> None:
-        """Exactly once per admitted request: charge and log, then free its limits."""
-        self.ledger.settle(record)
+        """Exactly once per admitted request: free its slot now, queue its charge and log row;
+        its budget reservation is given back once the charge is committed."""
         self.limiter.finish(admission, record.usage.total)
-        for hook in self.on_settled:
-            try:
-                hook(record)
-            except Exception:
-                log.exception("on_settled hook failed")
+
+        def committed(cost_nanos: int) -> None:
+            record.cost_nanos = cost_nanos
+            self.limiter.release_reservations(admission)
+            for hook in self.on_settled:
+                try:
+                    hook(record)
+                except Exception:
+                    log.exception("on_settled hook failed")
+
+        self.ledger.settle(record, committed)
 
 
 class PrimedStream:

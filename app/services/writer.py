@@ -1,0 +1,122 @@
+"""Settlements written after the response, in batches, by one thread per process.
+
+The hot path only queues a row; this thread writes whatever has queued up in
+one transaction (rows with a single prepared INSERT, charges folded per key
+into one UPDATE each), then runs each row's `done` callback, which is where
+budget reservations are given back: a reservation outlives its request until
+the charge is committed, so the budget check never misses a charge.
+
+`flush()` waits until everything queued so far is written; `close()` (also
+registered with atexit, so a gracefully stopping worker writes its tail)
+flushes and stops the thread.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+from typing import Callable
+
+log = logging.getLogger("octorelay.accounting")
+
+_STOP = object()
+
+
+class SettlementWriter:
+    """Feeds queued rows to `write_batch(rows) -> [cost, ...]` and calls each row's `done(cost)`.
+
+    `write_batch` must never raise (the ledger spools what the database refuses);
+    a `done` callback that raises is logged and does not stop the others.
+    """
+
+    def __init__(self, write_batch: Callable[[list[dict]], list[int]], *, max_batch: int = 500):
+        self._write_batch = write_batch
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        atexit.register(self.close)
+
+    def submit(self, row: dict, done: Callable[[int], None] | None = None) -> None:
+        if self._closed:  # after close (interpreter exit): write in the caller's thread
+            self._write([(row, done)])
+            return
+        self._ensure_thread()
+        self._queue.put((row, done))
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until every row queued before this call is written (True) or `timeout` passes."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        written = threading.Event()
+        self._queue.put((None, lambda _cost: written.set()))
+        return written.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(_STOP)
+            thread.join(timeout)
+        self._drain_here()  # anything submitted while closing
+
+    def _ensure_thread(self) -> None:
+        # started lazily, in the process that serves requests (gunicorn forks after importing)
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="octorelay-settle", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch, stop = [], item is _STOP
+            if not stop:
+                batch.append(item)
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    continue
+                batch.append(item)
+            if batch:
+                self._write(batch)
+            if stop:
+                return
+
+    def _drain_here(self) -> None:
+        batch = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                batch.append(item)
+        if batch:
+            self._write(batch)
+
+    def _write(self, batch: list) -> None:
+        rows = [row for row, _ in batch if row is not None]
+        try:
+            costs = iter(self._write_batch(rows) if rows else ())
+        except Exception:  # write_batch spools; this is a bug, not an outage
+            log.exception("settlement batch failed")
+            costs = iter(())
+        for row, done in batch:
+            cost = next(costs, 0) if row is not None else 0
+            if done is None:
+                continue
+            try:
+                done(cost)
+            except Exception:
+                log.exception("settlement callback failed")
