@@ -1,5 +1,5 @@
 """The HTTP layer: thin Flask blueprints that parse, call a service, and render."""
-from . import admin, client, envelope, health
+from . import admin, client, dashboard, envelope, health
 
 
 def init_app(app) -> None:
@@ -7,3 +7,4 @@ def init_app(app) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(client.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(dashboard.bp)

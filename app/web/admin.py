@@ -7,7 +7,7 @@ from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from ..schemas import load
 from ..schemas.messages import parse_json_body
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
-from ..services import channels, keys, prices
+from ..services import channels, keys, prices, probe
 from ..services import usage
 from .envelope import json_response, read_body
 
@@ -93,6 +93,13 @@ def show_channel(channel_id):
 def update_channel(channel_id):
     fields = load(ChannelSchema(), _body(), partial=True)
     return json_response(channels.serialize(channels.update_channel(channel_id, fields, _box(), _policy())))
+
+
+@bp.post("/channels/<int:channel_id>/test")
+def probe_channel(channel_id):
+    """A minimal request through this one channel; 200 with ok false when the upstream fails."""
+    relay = current_app.extensions["octorelay.relay"]
+    return json_response(probe.probe_channel(channel_id, relay.directory, relay.transports))
 
 
 @bp.delete("/channels/<int:channel_id>")
