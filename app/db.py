@@ -7,6 +7,7 @@ several gunicorn workers can share one file; PostgreSQL uses a pool.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
@@ -44,6 +45,8 @@ def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
                 stale_timeout=300, timeout=10, check_same_thread=False, **params)
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, **params)
     if scheme in ("postgres", "postgresql"):
+        if _under_gevent():
+            _cooperative_psycopg2()
         name = params.pop("database")
         # A database that accepts connections but never answers must not hang a request.
         params.setdefault("connect_timeout", 3)
@@ -52,6 +55,40 @@ def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
                 name, max_connections=pool_size, stale_timeout=300, timeout=10, **params)
         return PostgresqlDatabase(name, **params)
     raise ConfigError(f"unsupported DATABASE_URL scheme {scheme!r}")
+
+
+PG_WAIT_S = 5.0  # under gevent: the longest one socket wait of a query or connect may take
+
+
+def _under_gevent() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return monkey.is_module_patched("socket")
+
+
+def _cooperative_psycopg2() -> None:
+    """psycopg2 is C and blocks the whole process while it waits on PostgreSQL: under gevent
+    that would freeze every stream of the worker. A wait callback makes it wait through
+    gevent's hub instead, bounded (libpq's connect_timeout does not apply in this mode), so a
+    hung server costs the requests that need it a 503, not the whole worker."""
+    import psycopg2
+    from gevent.socket import wait_read, wait_write
+    from psycopg2 import extensions
+
+    def wait(conn):
+        while True:
+            state = conn.poll()
+            if state == extensions.POLL_OK:
+                return
+            waiter = wait_read if state == extensions.POLL_READ else wait_write
+            if state not in (extensions.POLL_READ, extensions.POLL_WRITE):
+                raise psycopg2.OperationalError(f"unexpected poll state {state}")
+            waiter(conn.fileno(), timeout=PG_WAIT_S,
+                   timeout_exc=psycopg2.OperationalError(f"no answer from PostgreSQL in {PG_WAIT_S:g} s"))
+
+    extensions.set_wait_callback(wait)
 
 
 def is_postgres(database) -> bool:
