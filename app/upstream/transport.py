@@ -1,12 +1,13 @@
 """Sending one upstream request and reading its answer as it arrives.
 
 One HTTPAdapter (its urllib3 pool) is shared by every thread of a worker,
-so connections are reused; each thread gets its own thin Session over it,
-since Session objects themselves are not documented as thread-safe.
+so connections are reused. Session objects are not documented as
+thread-safe, so each request borrows a thin Session over that adapter from a
+free list and gives it back once the head is in (a thread-local would build
+a new Session per request under gevent, where every request is a new greenlet).
 """
 from __future__ import annotations
 
-import threading
 from http.cookiejar import DefaultCookiePolicy
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -61,23 +62,24 @@ class HttpTransport:
     def __init__(self, pool_size: int = 64):
         self._adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0,
                                     pool_block=False)
-        self._local = threading.local()
+        self._idle: list[requests.Session] = []  # list.pop/append are atomic: no lock needed
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # never pick up proxies or .netrc credentials
-            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # keep no cookies
-            session.mount("http://", self._adapter)
-            session.mount("https://", self._adapter)
-            self._local.session = session
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # never pick up proxies or .netrc credentials
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # keep no cookies
+        session.mount("http://", self._adapter)
+        session.mount("https://", self._adapter)
         return session
 
     def open(self, request: UpstreamRequest) -> UpstreamResponse:
         """POST and wait for the head; raises TransportError when none comes."""
         try:
-            resp = self._session().post(
+            session = self._idle.pop()
+        except IndexError:
+            session = self._new_session()
+        try:
+            resp = session.post(
                 request.url, data=request.body, headers=request.headers, stream=True,
                 timeout=(min(CONNECT_TIMEOUT_S, request.timeout_s), request.timeout_s),
                 allow_redirects=False)
@@ -91,6 +93,8 @@ class HttpTransport:
             raise TransportError("timeout", "upstream did not answer in time") from None
         except requests.exceptions.RequestException as exc:
             raise TransportError("connect", f"upstream connection failed: {type(exc).__name__}") from None
+        finally:
+            self._idle.append(session)
         return UpstreamResponse(resp.status_code, dict(resp.headers), _iter_body(resp), resp.close)
 
     def close(self) -> None:
