@@ -17,6 +17,10 @@ class ConfigError(Exception):
 
 
 WORKER_CLASSES = ("gthread", "gevent")
+# Per worker: gevent connections (an open stream costs a greenlet, ~100 KB), gthread threads.
+# gevent is the default: the benchmark (README, Performance) measured it ahead on throughput,
+# and only it holds a thousand open streams without one waiting for another to end.
+DEFAULT_CONCURRENCY = {"gevent": 1000, "gthread": 64}
 DB_SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
@@ -28,8 +32,8 @@ class Settings:
     admin_token: str | None = None
     secret_keys: tuple[str, ...] = ()
     web_concurrency: int = 1
-    worker_class: str = "gthread"
-    threads: int = 64
+    worker_class: str = "gevent"
+    threads: int = 1000
     max_body_mb: float = 32.0
     anthropic_api_key: str | None = None
     log_level: str = "INFO"
@@ -117,7 +121,7 @@ def _log_level(env: Mapping[str, str]) -> str:
 
 
 def _worker_class(env: Mapping[str, str]) -> str:
-    value = (_str(env, "OCTORELAY_WORKER_CLASS") or "gthread").lower()
+    value = (_str(env, "OCTORELAY_WORKER_CLASS") or "gevent").lower()
     if value not in WORKER_CLASSES:
         raise ConfigError(f"OCTORELAY_WORKER_CLASS must be gthread or gevent (got {value!r})")
     return value
@@ -139,8 +143,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         admin_token=_str(env, "OCTORELAY_ADMIN_TOKEN"),
         secret_keys=tuple(k.strip() for k in secret.split(",") if k.strip()) if secret else (),
         web_concurrency=_int(env, "WEB_CONCURRENCY", 1, 1, 256),
-        worker_class=_worker_class(env),
-        threads=_int(env, "OCTORELAY_THREADS", 64, 1, 10000),
+        worker_class=(worker_class := _worker_class(env)),
+        threads=_int(env, "OCTORELAY_THREADS", DEFAULT_CONCURRENCY[worker_class], 1, 10000),
         max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
         anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),
         log_level=_log_level(env),

@@ -121,7 +121,10 @@ def pending_migrations(database) -> list[str]:
 
 def init_app(app, settings) -> None:
     """Bind the proxy to the configured database and close connections after each request."""
-    database = open_database(settings.database_url, pool_size=settings.threads + 8)
+    # Requests rarely touch the database (key and channel caches, settlements batched by one
+    # writer), so a few connections serve a thousand greenlets; PostgreSQL's own limit
+    # (100 by default) must hold every worker of every instance.
+    database = open_database(settings.database_url, pool_size=min(settings.threads, 24) + 8)
     db.initialize(database)
     app.extensions["octorelay.db"] = database
 

@@ -10,10 +10,11 @@ _settings = settings_or_exit()  # bad configuration: one line, exit 2, before an
 wsgi_app = "app:create_app()"
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = _settings.worker_class
+# gevent: our subclass of gunicorn's gevent worker (a SIGTERM does not wait out idle keep-alives)
+worker_class = "app.gevent_worker.Worker" if _settings.worker_class == "gevent" else "gthread"
 threads = _settings.threads
 # gevent: connections per worker; gthread: open (keep-alive) connections per worker
-worker_connections = threads if worker_class == "gevent" else max(1000, threads * 4)
+worker_connections = threads if _settings.worker_class == "gevent" else max(1000, threads * 4)
 timeout = 120  # gthread heartbeat; long streams don't block it
 graceful_timeout = 60
 keepalive = 75

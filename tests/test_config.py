@@ -7,8 +7,13 @@ from app.config import ConfigError, load_settings
 def test_defaults():
     s = load_settings({})
     assert (s.port, s.database_url, s.redis_url, s.admin_token) == (8000, "sqlite:///octorelay.db", None, None)
-    assert (s.web_concurrency, s.worker_class, s.threads, s.max_body_mb) == (1, "gthread", 64, 32.0)
+    assert (s.web_concurrency, s.worker_class, s.threads, s.max_body_mb) == (1, "gevent", 1000, 32.0)
     assert s.log_level == "INFO" and s.max_attempts == 3 and s.secret_keys == ()
+
+
+def test_gthread_keeps_its_own_thread_count_default():
+    assert load_settings({"OCTORELAY_WORKER_CLASS": "gthread"}).threads == 64
+    assert load_settings({"OCTORELAY_WORKER_CLASS": "gthread", "OCTORELAY_THREADS": "8"}).threads == 8
 
 
 def test_values_and_rotation_list():

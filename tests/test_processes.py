@@ -460,3 +460,23 @@ def test_secrets_stay_out_of_logs_and_database(env, procs):
     assert ("/v1/models", 200, client["id"]) in by_outcome, by_outcome
     assert ("/v1/models", 401, None) in by_outcome, by_outcome
     assert any(route.startswith("/admin/keys") and status == 401 for route, status, _ in by_outcome)
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_sigterm_is_not_held_up_by_idle_keep_alive_connections(env, procs, worker_class):
+    """A deploy's SIGTERM: an idle keep-alive connection (a client pool between requests) must
+    not keep the worker alive until keepalive or graceful_timeout runs out."""
+    server_env = base_env(**env, OCTORELAY_WORKER_CLASS=worker_class)
+    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
+    port = free_port()
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env={**server_env, "PORT": str(port)},
+                   name="gunicorn")
+    wait_until_serving(server, port)
+    assert f"Using worker: {'app.gevent_worker.Worker' if worker_class == 'gevent' else 'gthread'}" \
+        in server.stderr
+    with requests.Session() as idle:  # keeps its connection open after the answer
+        assert idle.get(url(port, "/healthz"), timeout=5).status_code == 200
+        server.popen.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert server.wait_exit(timeout=15) == 0, server.stderr
+        assert time.monotonic() - started < 10
