@@ -6,10 +6,14 @@ HTTPAdapter shared by the worker's threads (a thin Session per thread, like octo
 transport), and streams the answer back chunk by chunk with a generator.
 
     BARE_UPSTREAM=http://127.0.0.1:18001 gunicorn -c bench/bare_proxy.py --chdir bench -b 127.0.0.1:18002 \
-        # BARE_WORKERS / BARE_THREADS set the shape (default 1 x 64)
+        # BARE_WORKER_CLASS (gthread | gevent), BARE_WORKERS, BARE_THREADS set the shape (default 1 x 64 gthread)
 
 It doubles as its own gunicorn config (the settings below mirror app/gunicorn_config.py, so the
-bare proxy runs in the same shape as the octorelay row it is compared with).
+bare proxy runs in the same shape as the octorelay row it is compared with): under gevent
+BARE_THREADS is the worker's worker_connections, like OCTORELAY_THREADS; the upstream pool holds
+BARE_THREADS connections (BARE_POOL overrides), like octorelay's HttpTransport(pool_size=threads).
+Under gevent the gunicorn worker monkey-patches before it imports this module as the app, so
+threading.local is per greenlet and the pool's sockets and locks are gevent's.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from requests.adapters import HTTPAdapter
 UPSTREAM = os.environ.get("BARE_UPSTREAM", "http://127.0.0.1:18001").rstrip("/")
 
 app = Flask(__name__)
-_adapter = HTTPAdapter(pool_connections=16, pool_maxsize=int(os.environ.get("BARE_POOL", "64")),
+_adapter = HTTPAdapter(pool_connections=16,
+                       pool_maxsize=int(os.environ.get("BARE_POOL") or os.environ.get("BARE_THREADS") or "64"),
                        max_retries=0, pool_block=False)
 _local = threading.local()
 
@@ -64,7 +69,8 @@ wsgi_app = "bare_proxy:app"
 worker_class = os.environ.get("BARE_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("BARE_WORKERS", "1"))
 threads = int(os.environ.get("BARE_THREADS", "64"))
-worker_connections = max(1000, threads * 4)
+# gevent: connections per worker; gthread: open (keep-alive) connections per worker (as octorelay)
+worker_connections = threads if worker_class == "gevent" else max(1000, threads * 4)
 timeout = 120
 keepalive = 75
 accesslog = None

@@ -117,6 +117,10 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         return
+    except asyncio.CancelledError:
+        # only asyncio.run's shutdown cancels a handler (idle keep-alive connections at SIGTERM);
+        # ending normally keeps Python 3.11's StreamReaderProtocol from logging a traceback each
+        return
     finally:
         try:
             writer.close()

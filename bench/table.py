@@ -1,26 +1,29 @@
-"""Turn bench/run.sh's results (JSON lines) into one markdown table.
+"""Turn bench/run.sh's results (JSON lines) into the markdown tables.
 
-    python bench/table.py results.jsonl "50 200" EVENTS DELAY_MS NPROC
+    python bench/table.py results.jsonl --sets "50 200" --events 20 --delay-ms 50 \
+        [--machine "…"] [--many "1000 20 250 250"]
+
+Each result line is {"row": id, "kind": k, "data": {...}}. kind "meta" gives a row's label and
+the id of the bare proxy it is compared with ("bare", same shape and worker class); c1 / c8 /
+c64 are wrk runs, s<N> stream runs, rss the peak RSS, many the open-streams run.
 """
+import argparse
 import json
-import sys
-
-LABELS = {
-    "direct": "direct to mock (floor)",
-    "bare1": "bare proxy, 1×64 gthread",
-    "octo1": "octorelay default, 1×64, SQLite",
-    "bare2": "bare proxy, 2×32 gthread",
-    "octo2": "octorelay scaled, 2×32, PG+Redis",
-}
-BARE_OF = {"octo1": "bare1", "octo2": "bare2", "bare1": "bare1", "bare2": "bare2"}
 
 
 def main():
-    path, sets, events, delay_ms, nproc = sys.argv[1:6]
-    sets = sets.split()
+    p = argparse.ArgumentParser()
+    p.add_argument("results")
+    p.add_argument("--sets", default="50 200")
+    p.add_argument("--events", default="20")
+    p.add_argument("--delay-ms", default="50")
+    p.add_argument("--machine", default="")
+    p.add_argument("--many", default="", help='"STREAMS EVENTS DELAY_MS SPREAD_MS" of the open-streams run')
+    args = p.parse_args()
+    sets = args.sets.split()
     res = {}
     rows = []
-    for line in open(path):
+    for line in open(args.results):
         rec = json.loads(line)
         res[(rec["row"], rec["kind"])] = rec["data"] or {}
         if rec["row"] not in rows:
@@ -28,6 +31,9 @@ def main():
 
     def get(row, kind, field):
         return (res.get((row, kind)) or {}).get(field)
+
+    def label(row):
+        return get(row, "meta", "label") or row
 
     def num(v, fmt="{:,.0f}"):
         return "–" if v is None else fmt.format(v)
@@ -43,17 +49,18 @@ def main():
     head += ["peak RSS MB"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        bare = BARE_OF.get(row)
+        bare = get(row, "meta", "bare")
+        cmp = bare is not None and bare != row  # an octorelay row, compared with its bare proxy
         c8, c64 = get(row, "c8", "rps"), get(row, "c64", "rps")
         p50, p99 = get(row, "c1", "p50_ms"), get(row, "c1", "p99_ms")
         errs = sum(get(row, k, "errors") or 0 for k in ("c1", "c8", "c64"))
-        bp50 = get(bare, "c1", "p50_ms") if bare else None
-        cells = [LABELS.get(row, row) + (f" ({errs} wrk errors)" if errs else ""),
+        bp50 = get(bare, "c1", "p50_ms") if cmp else None
+        cells = [label(row) + (f" ({errs} wrk errors)" if errs else ""),
                  num(c8), num(c64), ratio(c64, get("direct", "c64", "rps")),
-                 ratio(c64, get(bare, "c64", "rps")) if bare and bare != row else "–",
-                 ratio(c8, get(bare, "c8", "rps")) if bare and bare != row else "–",
+                 ratio(c64, get(bare, "c64", "rps")) if cmp else "–",
+                 ratio(c8, get(bare, "c8", "rps")) if cmp else "–",
                  f"{num(p50, '{:.2f}')} / {num(p99, '{:.2f}')}",
-                 f"{p50 - bp50:+.2f}" if p50 is not None and bp50 is not None and bare != row else "–"]
+                 f"{p50 - bp50:+.2f}" if p50 is not None and bp50 is not None else "–"]
         for n in sets:
             k = f"s{n}"
             cells += [f"{num(get(row, k, 'ttfb_p50_ms'), '{:.1f}')} / {num(get(row, k, 'ttfb_p99_ms'), '{:.1f}')}",
@@ -63,9 +70,39 @@ def main():
         kb = get(row, "rss", "kb")
         cells.append(num(kb / 1024 if kb else None, "{:.0f}"))
         out.append("| " + " | ".join(cells) + " |")
-    print(f"\noctorelay bench — {nproc} CPUs, loopback; streams: {events} events {delay_ms} ms apart; "
+
+    if args.machine:
+        print(f"\n{args.machine}")
+    print(f"\noctorelay bench — loopback; streams: {args.events} events {args.delay_ms} ms apart; "
           "wrk c=1 unloaded, c=8/c=64 closed loop\n")
     print("\n".join(out))
+
+    many_rows = [r for r in rows if (r, "many") in res]
+    if many_rows and args.many:
+        n, events, delay, spread = (args.many.split() + [""])[:4]
+        spread = spread or delay
+        head = ["target", "done", "TTFB p50 / p99 ms", "event delay p50 / p99 (max) ms", "wall s",
+                "peak threads (before)", "memory per open stream KB", "peak RSS MB (before)"]
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in many_rows:
+            def g(field):
+                return get(row, "many", field)
+            base, peak = g("rss_base_kb"), g("rss_peak_kb")
+            out.append("| " + " | ".join([
+                label(row),
+                f"{num(g('completed'))}/{num(g('streams') or int(n))}",
+                f"{num(g('ttfb_p50_ms'), '{:,.1f}')} / {num(g('ttfb_p99_ms'), '{:,.1f}')}",
+                f"{num(g('delay_p50_ms'), '{:.2f}')} / {num(g('delay_p99_ms'), '{:.2f}')}"
+                f" ({num(g('delay_max_ms'), '{:.1f}')})",
+                num(g("wall_s"), "{:.1f}"),
+                f"{num(g('threads_peak'))} ({num(g('threads_base'))})",
+                num(g("per_stream_kb"), "{:,.1f}"),
+                f"{num(peak / 1024 if peak else None, '{:.0f}')} ({num(base / 1024 if base else None, '{:.0f}')})",
+            ]) + " |")
+        print(f"\n{int(n):,} open streams — {events} events {delay} ms apart, all opened within {spread} ms; "
+              "RSS (VmRSS) and threads summed over the target's processes, sampled every 100 ms; "
+              "memory per open stream = (peak − before) / streams\n")
+        print("\n".join(out))
 
 
 if __name__ == "__main__":
