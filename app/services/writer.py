@@ -16,6 +16,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 from typing import Callable
 
 log = logging.getLogger("octorelay.accounting")
@@ -30,7 +31,7 @@ class SettlementWriter:
     a `done` callback that raises is logged and does not stop the others.
     """
 
-    def __init__(self, write_batch: Callable[[list[dict]], list[int]], *, max_batch: int = 500):
+    def __init__(self, write_batch: Callable[[list[dict]], list[int]], *, max_batch: int = 100):
         self._write_batch = write_batch
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -112,11 +113,19 @@ class SettlementWriter:
         except Exception:  # write_batch spools; this is a bug, not an outage
             log.exception("settlement batch failed")
             costs = iter(())
-        for row, done in batch:
+        for n, (row, done) in enumerate(batch, 1):
             cost = next(costs, 0) if row is not None else 0
-            if done is None:
-                continue
-            try:
-                done(cost)
-            except Exception:
-                log.exception("settlement callback failed")
+            if done is not None:
+                try:
+                    done(cost)
+                except Exception:
+                    log.exception("settlement callback failed")
+            if n % 20 == 0:
+                _yield()
+        _yield()
+
+
+def _yield() -> None:
+    """Let the request threads (or, under gevent, the open streams' greenlets) run: 200 streams
+    ending together must not stall every other stream for one long batch."""
+    time.sleep(0)
