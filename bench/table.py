@@ -44,8 +44,8 @@ def main():
     head = ["target", "req/s c=8", "req/s c=64", "c=64 vs direct", "c=64 vs bare", "c=8 vs bare",
             "c=1 p50 / p99 ms", "c=1 p50 Δ vs bare"]
     for n in sets:
-        head += [f"{n} streams: TTFB p50 / p99 ms", f"{n} streams: event delay p50 / p99 (max) ms",
-                 f"{n} streams: done"]
+        head += [f"{n} streams: TTFB p50 / p99 ms", f"{n} streams: event delay, steady p50 / p99 (max) ms",
+                 f"{n} streams: event delay, all p99 (max) ms", f"{n} streams: done"]
     head += ["peak RSS MB"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -66,6 +66,7 @@ def main():
             cells += [f"{num(get(row, k, 'ttfb_p50_ms'), '{:.1f}')} / {num(get(row, k, 'ttfb_p99_ms'), '{:.1f}')}",
                       f"{num(get(row, k, 'delay_p50_ms'), '{:.2f}')} / {num(get(row, k, 'delay_p99_ms'), '{:.2f}')}"
                       f" ({num(get(row, k, 'delay_max_ms'), '{:.1f}')})",
+                      f"{num(get(row, k, 'delay_all_p99_ms'), '{:.2f}')} ({num(get(row, k, 'delay_all_max_ms'), '{:.1f}')})",
                       f"{num(get(row, k, 'completed'))}/{n}"]
         kb = get(row, "rss", "kb")
         cells.append(num(kb / 1024 if kb else None, "{:.0f}"))
@@ -81,7 +82,8 @@ def main():
     if many_rows and args.many:
         n, events, delay, spread = (args.many.split() + [""])[:4]
         spread = spread or delay
-        head = ["target", "done", "TTFB p50 / p99 ms", "event delay p50 / p99 (max) ms", "wall s",
+        head = ["target", "done", "TTFB p50 / p99 ms", "event delay, steady p50 / p99 (max) ms",
+                "event delay, all p99 (max) ms", "wall s",
                 "peak threads (before)", "memory per open stream KB", "peak RSS MB (before)"]
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in many_rows:
@@ -94,6 +96,7 @@ def main():
                 f"{num(g('ttfb_p50_ms'), '{:,.1f}')} / {num(g('ttfb_p99_ms'), '{:,.1f}')}",
                 f"{num(g('delay_p50_ms'), '{:.2f}')} / {num(g('delay_p99_ms'), '{:.2f}')}"
                 f" ({num(g('delay_max_ms'), '{:.1f}')})",
+                f"{num(g('delay_all_p99_ms'), '{:.2f}')} ({num(g('delay_all_max_ms'), '{:.1f}')})",
                 num(g("wall_s"), "{:.1f}"),
                 f"{num(g('threads_peak'))} ({num(g('threads_base'))})",
                 num(g("per_stream_kb"), "{:,.1f}"),
