@@ -103,6 +103,16 @@ export async function withButton(button, errorNode, work) {
   }
 }
 
+/** Fetch a list from the admin API into a table: each item through `row`; an error next to the table. */
+export async function loadTable(tbody, path, row, emptyText, errorNode) {
+  try {
+    fillTable(tbody, (await api("GET", path)).data.map(row), emptyText);
+    showError(errorNode, null);
+  } catch (error) {
+    showError(errorNode, error);
+  }
+}
+
 /** Replace a tbody's rows; a single explanatory row when there are none. */
 export function fillTable(tbody, rows, emptyText) {
   const columns = tbody.closest("table").querySelectorAll("thead th").length;

@@ -1,5 +1,5 @@
 // Channels: list with health; add, edit (the upstream key is write-only), enable/disable, test, delete.
-import { api, confirmDialog, el, fillTable, numberOrNull, requireSignIn, showError, splitList, when, withButton } from "./api.js";
+import { api, confirmDialog, el, loadTable, numberOrNull, requireSignIn, showError, splitList, when, withButton } from "./api.js";
 
 const signedIn = requireSignIn();
 
@@ -122,14 +122,8 @@ function row(channel) {
     el("td", { class: "row-actions" }, test, edit, toggle, remove, el("br"), output, error));
 }
 
-async function load() {
-  try {
-    const channels = (await api("GET", "/admin/channels")).data;
-    fillTable(tbody, channels.map(row), "No channels yet: add one above.");
-    showError(pageError, null);
-  } catch (error) {
-    showError(pageError, error);
-  }
+function load() {
+  return loadTable(tbody, "/admin/channels", row, "No channels yet: add one above.", pageError);
 }
 
 form.addEventListener("submit", async (event) => {

@@ -1,6 +1,6 @@
 // Keys: list with usage against limits; create (the secret is shown once), edit, disable, revoke.
 import {
-  api, confirmDialog, count, el, fillTable, isoOrNull, localInputValue, numberOrNull, requireSignIn,
+  api, confirmDialog, count, el, isoOrNull, loadTable, localInputValue, numberOrNull, requireSignIn,
   showError, splitList, usd, when, withButton,
 } from "./api.js";
 
@@ -139,14 +139,8 @@ function row(key) {
     actions);
 }
 
-async function load() {
-  try {
-    const keys = (await api("GET", "/admin/keys")).data;
-    fillTable(tbody, keys.map(row), "No keys yet: create one above.");
-    showError(pageError, null);
-  } catch (error) {
-    showError(pageError, error);
-  }
+function load() {
+  return loadTable(tbody, "/admin/keys", row, "No keys yet: create one above.", pageError);
 }
 
 form.addEventListener("submit", async (event) => {
