@@ -164,11 +164,11 @@ class Ledger:
     """Writes each request's log row and charge, after the response, in batches; spools them
     while the database is away."""
 
-    def __init__(self, prices: PriceBook, spool: Spool, *, background: bool = True):
+    def __init__(self, prices: PriceBook, spool: Spool):
         self.prices = prices
         self.spool = spool
         self._statements: tuple[str, str, tuple] | None = None
-        self.writer = SettlementWriter(self.write_batch) if background else None
+        self.writer = SettlementWriter(self.write_batch)
 
     def settle(self, record: RequestRecord, done: Callable[[int], None] | None = None) -> None:
         """Queue the request's row and charge; `done(cost_nanos)` runs once they are committed
@@ -179,20 +179,14 @@ class Ledger:
         row["model"] = _storable(record.model)  # any string a client sent must fit the column
         row.update(upstream_model=record.upstream_model, created_at=utcnow().isoformat(),
                    **{name: getattr(record.usage, name) for name in USAGE_FIELDS})
-        if self.writer is not None:
-            self.writer.submit(row, done)
-            return
-        cost = self.write_batch([row])[0]
-        if done is not None:
-            done(cost)
+        self.writer.submit(row, done)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every settlement queued so far is committed (or spooled)."""
-        return self.writer.flush(timeout) if self.writer is not None else True
+        return self.writer.flush(timeout)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.writer.close()
 
     def write_batch(self, rows: list[dict]) -> list[int]:
         """Rows and charges in one transaction; returns each row's cost (0 when spooled)."""
@@ -239,6 +233,11 @@ class Ledger:
         return self._statements
 
     def _insert(self, rows: list[dict], costs: list[int]) -> None:
+        with db.connection_context(), _write_transaction():
+            self._execute(rows, costs)
+
+    def _execute(self, rows: list[dict], costs: list[int]) -> None:
+        """The rows and their charges, inside the caller's transaction."""
         insert, charge, (columns, converters) = self._prepared()
         values, charges = [], {}
         for row, cost in zip(rows, costs):
@@ -249,11 +248,10 @@ class Ledger:
                 total = charges.setdefault(row["key_id"], [0, 0])
                 total[0] += cost
                 total[1] += tokens
-        with db.connection_context(), _write_transaction():
-            cursor = db.cursor()
-            cursor.executemany(insert, values)
-            if charges:  # in key order, so concurrent writers lock key rows in the same order
-                cursor.executemany(charge, [(n, t, key_id) for key_id, (n, t) in sorted(charges.items())])
+        cursor = db.cursor()
+        cursor.executemany(insert, values)
+        if charges:  # in key order, so concurrent writers lock key rows in the same order
+            cursor.executemany(charge, [(n, t, key_id) for key_id, (n, t) in sorted(charges.items())])
 
     def _write_one(self, row: dict) -> int:
         try:
@@ -266,18 +264,11 @@ class Ledger:
             return 0
 
     def _write(self, row: dict, *, replay: bool) -> int:
-        """One transaction: the log row, then the key's charge. A replayed row already in
-        the table is skipped, so a settlement is never charged twice."""
-        usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
+        """One row in its own transaction. A replayed row already in the table is skipped,
+        so a settlement is never charged twice."""
         cost = self._cost(row)
-        fields = {name: row[name] for name in LOG_FIELDS}
         with db.connection_context(), _write_transaction():
             if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():
                 return cost
-            RequestLog.create(**fields, **{name: row[name] for name in USAGE_FIELDS}, cost_nanos=cost,
-                              created_at=datetime.fromisoformat(row["created_at"]))
-            if row["key_id"] is not None and (cost or usage.total):
-                ApiKey.update(used_nanos=ApiKey.used_nanos + cost,
-                              used_tokens=ApiKey.used_tokens + usage.total).where(
-                    ApiKey.id == row["key_id"]).execute()
+            self._execute([row], [cost])
         return cost
