@@ -52,6 +52,8 @@ class Channel(BaseModel):
     api_key_hint = CharField(max_length=32, null=True)
     models = JSONField(default=list)
     model_map = JSONField(default=dict)
+    options = JSONField(default=dict)  # type-specific settings (region, project_id): not secret
+    credentials_enc = TextField(null=True)  # type-specific secrets (AWS keys, a service account), encrypted
     priority = IntegerField(default=0)
     weight = IntegerField(default=1)
     timeout_s = FloatField(default=600.0)
@@ -66,8 +68,11 @@ class ModelPrice(BaseModel):
     model = CharField(max_length=200, primary_key=True)
     input = BigIntegerField()
     output = BigIntegerField()
-    cache_write = BigIntegerField()
+    cache_write = BigIntegerField()      # the 5-minute write rate
     cache_read = BigIntegerField()
+    cache_write_1h = BigIntegerField(null=True)      # null: 2 x input
+    web_search_per_1k = BigIntegerField(null=True)   # micro-dollars per 1,000 searches; null: 0
+    long_context = JSONField(null=True)  # {threshold_tokens, input, output, cache_write, cache_write_1h?, cache_read}
     updated_at = DateTimeField(default=utcnow)
 
 
@@ -84,11 +89,14 @@ class RequestLog(BaseModel):
     output_tokens = BigIntegerField(default=0)
     cache_creation_input_tokens = BigIntegerField(default=0)
     cache_read_input_tokens = BigIntegerField(default=0)
+    cache_creation_1h_input_tokens = BigIntegerField(default=0)
+    web_search_requests = BigIntegerField(default=0)
     cost_nanos = BigIntegerField(default=0)
     latency_ms = IntegerField(default=0)
     ttft_ms = IntegerField(null=True)
     attempts = IntegerField(default=0)
     client_disconnected = BooleanField(default=False)
+    affinity = CharField(max_length=8, null=True)  # session affinity: kept / new / moved
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
