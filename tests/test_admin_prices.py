@@ -4,8 +4,11 @@ from .conftest import assert_error
 
 def test_seeded_prices(admin):
     data = {p["model"]: p for p in admin.get("/admin/prices").get_json()["data"]}
-    assert data["claude-sonnet-4-5"] == {"model": "claude-sonnet-4-5", "input": 3.0, "output": 15.0,
-                                         "cache_write": 3.75, "cache_read": 0.3}
+    assert data["claude-sonnet-4-5"] == {
+        "model": "claude-sonnet-4-5", "input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_write_1h": 6.0,
+        "cache_read": 0.3, "web_search_per_1k": 10.0,
+        "long_context": {"threshold_tokens": 200000, "input": 6.0, "output": 22.5, "cache_write": 7.5,
+                         "cache_write_1h": 12.0, "cache_read": 0.6}}
     assert data["claude-haiku-4-5"]["input"] == 1.0 and data["claude-opus-4-1"]["output"] == 75.0
     assert data["claude-3-5-haiku-20241022"]["cache_read"] == 0.08
 
@@ -13,7 +16,8 @@ def test_seeded_prices(admin):
 def test_put_creates_then_replaces(admin):
     price = {"input": 0.075, "output": 0.3, "cache_write": 0.1, "cache_read": 0.0075}
     resp = admin.put("/admin/prices/my-model", json=price)
-    assert resp.status_code == 201 and resp.get_json() == {"model": "my-model", **price}
+    assert resp.status_code == 201 and resp.get_json() == {
+        "model": "my-model", **price, "cache_write_1h": 0.15, "web_search_per_1k": None, "long_context": None}
     resp = admin.put("/admin/prices/my-model", json={**price, "output": 1})
     assert resp.status_code == 200 and resp.get_json()["output"] == 1.0
 

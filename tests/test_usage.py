@@ -19,7 +19,8 @@ from app.services.usage import LOG_FIELDS, recent_logs, usage_report
 from .conftest import ADMIN_TOKEN, assert_error
 
 SONNET, HAIKU = "claude-sonnet-4-5", "claude-haiku-4-5"
-TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+          "cache_creation_1h_input_tokens", "web_search_requests")
 TOTAL_FIELDS = ("requests", *TOKENS, "cost_usd")
 GROUP_COLUMN = {"key": "key_id", "model": "model", "channel": "channel_id", "day": "day"}
 
@@ -56,6 +57,8 @@ def seed() -> list[dict]:
                 "output_tokens": 200 + 3 * n,
                 "cache_creation_input_tokens": 50 * (n % 3),
                 "cache_read_input_tokens": 400 * (n % 4) + copy,
+                "cache_creation_1h_input_tokens": 20 * (n % 3),
+                "web_search_requests": n % 5,
                 "cost_nanos": 3_123_457 * (n + 1) + 7 * copy,  # realistic, not round
             }
             log(**row)
@@ -122,12 +125,12 @@ def test_totals_by_hand(app):
         cost_nanos=250_000_000, created_at=datetime(2025, 1, 2, 8), model=HAIKU, key_id=2)
     assert usage_report() == [{"requests": 2, "input_tokens": 11, "output_tokens": 22,
                                "cache_creation_input_tokens": 33, "cache_read_input_tokens": 44,
-                               "cost_usd": 1.75}]
+                               "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 1.75}]
     assert usage_report(group_by=("day",)) == [
         {"day": "2025-01-01", "requests": 1, "input_tokens": 10, "output_tokens": 20,
-         "cache_creation_input_tokens": 30, "cache_read_input_tokens": 40, "cost_usd": 1.5},
+         "cache_creation_input_tokens": 30, "cache_read_input_tokens": 40, "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 1.5},
         {"day": "2025-01-02", "requests": 1, "input_tokens": 1, "output_tokens": 2,
-         "cache_creation_input_tokens": 3, "cache_read_input_tokens": 4, "cost_usd": 0.25},
+         "cache_creation_input_tokens": 3, "cache_read_input_tokens": 4, "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 0.25},
     ]
     assert [(r["key_id"], r["model"]) for r in usage_report(group_by=("key", "model"))] == [
         (1, SONNET), (2, HAIKU)]
@@ -135,7 +138,7 @@ def test_totals_by_hand(app):
 
 def test_no_rows_gives_one_row_of_zeros_or_an_empty_grouping(app):
     zeros = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
-             "cache_read_input_tokens": 0, "cost_usd": 0.0}
+             "cache_read_input_tokens": 0, "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 0.0}
     assert usage_report() == [zeros]
     assert usage_report(group_by=("key", "day")) == []
 
@@ -249,7 +252,7 @@ def test_api_usage_filters(admin, rows):
 def test_api_usage_with_no_rows(admin):
     assert admin.get("/admin/usage").get_json() == {"data": [{
         "requests": 0, "input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0, "cost_usd": 0.0}]}
+        "cache_read_input_tokens": 0, "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 0.0}]}
     assert admin.get("/admin/usage?group_by=day").get_json() == {"data": []}
 
 
@@ -291,20 +294,22 @@ def test_logs_have_exactly_the_documented_fields(app):
     log(request_id="req_full", key_id=7, channel_id=3, model=SONNET, stream=True, status=529,
         error_type="overloaded_error", input_tokens=11, output_tokens=22,
         cache_creation_input_tokens=33, cache_read_input_tokens=44, cost_nanos=123_456_789,
-        latency_ms=1500, ttft_ms=320, attempts=3, client_disconnected=True,
+        latency_ms=1500, ttft_ms=320, attempts=3, client_disconnected=True, affinity="moved",
         created_at=datetime(2025, 3, 1, 12, 34, 56, 789))
     assert recent_logs() == [{
         "request_id": "req_full", "key_id": 7, "channel_id": 3, "model": SONNET, "stream": True,
         "status": 529, "error_type": "overloaded_error", "input_tokens": 11, "output_tokens": 22,
-        "cache_creation_input_tokens": 33, "cache_read_input_tokens": 44, "cost_usd": 0.123456789,
+        "cache_creation_input_tokens": 33, "cache_read_input_tokens": 44,
+            "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 0.123456789,
         "latency_ms": 1500, "ttft_ms": 320, "attempts": 3, "client_disconnected": True,
-        "created_at": "2025-03-01T12:34:56Z",
+        "affinity": "moved", "created_at": "2025-03-01T12:34:56Z",
     }]
     assert list(recent_logs()[0]) == list(LOG_FIELDS)
     assert set(LOG_FIELDS) == {
         "request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
         "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-        "cost_usd", "latency_ms", "ttft_ms", "attempts", "client_disconnected", "created_at"}
+        "cache_creation_1h_input_tokens", "web_search_requests",
+        "cost_usd", "latency_ms", "ttft_ms", "attempts", "client_disconnected", "affinity", "created_at"}
 
 
 def test_log_defaults_serialize_cleanly(app):

@@ -1,8 +1,9 @@
 """Client authentication: octorelay key -> a snapshot of the key's row, or 401.
 
 Lookups are cached per process for at most `ttl` seconds (1 s by default),
-so revocations and limit changes reach every worker well within 2 s while
-a busy key costs one indexed SELECT per second, not one per request.
+so a busy key costs one indexed SELECT per second, not one per request, and
+its spend totals are at most that old. Admin writes (revoke, disable, new
+limits) do not wait for the ttl: the change feed drops every entry at once.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from ..errors import AuthenticationFailed, PermissionDenied
 from ..models import ApiKey, utcnow
+from .changes import ChangeFeed
 from .keys import KEY_PREFIX, hash_key
 
 
@@ -54,18 +56,20 @@ class KeySnapshot:
 
 
 class KeyCache:
-    """hash -> (snapshot, fetched_at); bounded in age and in size."""
+    """hash -> (snapshot, fetched_at, change version); bounded in age and in size."""
 
-    def __init__(self, ttl: float = 1.0, max_entries: int = 10_000):
+    def __init__(self, ttl: float = 1.0, max_entries: int = 10_000, feed: ChangeFeed | None = None):
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[KeySnapshot, float]] = {}
+        self.feed = feed or ChangeFeed()
+        self._entries: dict[str, tuple[KeySnapshot, float, int]] = {}
         self._lock = threading.Lock()
 
     def lookup(self, key_hash: str) -> KeySnapshot | None:
         now = time.monotonic()
+        version = self.feed.version()
         hit = self._entries.get(key_hash)
-        if hit is not None and now - hit[1] < self.ttl:
+        if hit is not None and now - hit[1] < self.ttl and hit[2] == version:
             return hit[0]
         row = ApiKey.get_or_none(ApiKey.key_hash == key_hash)
         if row is None or not hmac.compare_digest(row.key_hash, key_hash):
@@ -76,7 +80,7 @@ class KeyCache:
             with self._lock:
                 if len(self._entries) >= self.max_entries:
                     self._entries.clear()
-                self._entries[key_hash] = (snapshot, now)
+                self._entries[key_hash] = (snapshot, now, version)
         return snapshot
 
     def clear(self) -> None:

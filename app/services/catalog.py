@@ -35,7 +35,7 @@ def served_models() -> dict[str, object]:
     channels = list(Channel.select().where(Channel.enabled == True).order_by(Channel.id))  # noqa: E712
     if not channels:
         return {}
-    priced = [p.model for p in ModelPrice.select(ModelPrice.model)]
+    priced = [p.model for p in ModelPrice.select(ModelPrice.model) if not GLOB_CHARS.search(p.model)]
     out: dict[str, object] = {}
     for channel in channels:
         patterns = list(channel.models or [])

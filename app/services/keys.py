@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from ..errors import InvalidRequest, NotFound
 from ..models import ApiKey, utcnow
 from ..timefmt import iso
+from .changes import announce
 
 KEY_PREFIX = "sk-octo-"
 NANOS_PER_USD = 1_000_000_000
@@ -82,6 +83,7 @@ def create_key(fields: dict) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never seen again."""
     raw = mint_key()
     key = ApiKey.create(key_hash=hash_key(raw), key_prefix=raw[:12], **_columns(fields))
+    announce()
     return key, raw
 
 
@@ -104,6 +106,7 @@ def update_key(key_id: int, fields: dict) -> ApiKey:
     if columns:
         columns["updated_at"] = utcnow()
         ApiKey.update(**columns).where(ApiKey.id == key_id).execute()
+        announce()
     return get_key(key_id)
 
 
@@ -112,4 +115,5 @@ def revoke_key(key_id: int) -> ApiKey:
     if key.revoked_at is None:
         now = utcnow()
         ApiKey.update(revoked_at=now, updated_at=now).where(ApiKey.id == key_id).execute()
+        announce()
     return get_key(key_id)

@@ -11,6 +11,7 @@ from datetime import date, datetime
 
 from peewee import fn
 
+from ..adaptors.base import USAGE_FIELDS
 from ..errors import InvalidRequest
 from ..models import RequestLog
 from ..schemas import load
@@ -18,11 +19,11 @@ from ..schemas.usage import GROUP_FIELDS, LogsQuerySchema, UsageQuerySchema
 from ..timefmt import iso
 from .keys import nanos_to_usd
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+TOKEN_FIELDS = USAGE_FIELDS  # the four token counts, the 1-hour part of cache writes, web searches
 
 LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
               *TOKEN_FIELDS, "cost_usd", "latency_ms", "ttft_ms", "attempts",
-              "client_disconnected", "created_at")
+              "client_disconnected", "affinity", "created_at")
 
 # group_by name -> (output field, SQL expression). `date(ts)` exists on both
 # backends: SQLite answers 'YYYY-MM-DD', PostgreSQL a date (normalised below).
@@ -84,7 +85,7 @@ def usage_report(key_id: int | None = None, model: str | None = None,
     """Totals of the request log, optionally grouped; `since` inclusive, `until` exclusive.
 
     Rows carry the group fields (in the order of `group_by`), then `requests`,
-    the four token counts and `cost_usd`; ordered by the group fields, nulls
+    the usage counts and `cost_usd`; ordered by the group fields, nulls
     last. Without `group_by`, exactly one row (zeros when nothing matched).
     """
     groups = []
@@ -150,11 +151,14 @@ def serialize_log(row: RequestLog) -> dict:
         "output_tokens": row.output_tokens,
         "cache_creation_input_tokens": row.cache_creation_input_tokens,
         "cache_read_input_tokens": row.cache_read_input_tokens,
+        "cache_creation_1h_input_tokens": row.cache_creation_1h_input_tokens,
+        "web_search_requests": row.web_search_requests,
         "cost_usd": nanos_to_usd(row.cost_nanos or 0),
         "latency_ms": row.latency_ms,
         "ttft_ms": row.ttft_ms,
         "attempts": row.attempts,
         "client_disconnected": bool(row.client_disconnected),
+        "affinity": row.affinity,
         "created_at": iso(row.created_at),
     }
 

@@ -112,7 +112,8 @@ def delete_channel(channel_id):
 
 @bp.get("/prices")
 def list_prices():
-    return json_response({"data": [prices.serialize(p) for p in prices.list_prices()]})
+    return json_response({"data": [prices.serialize(p) for p in prices.list_prices()],
+                          "unpriced": prices.unpriced_models()})
 
 
 @bp.put("/prices/<path:model>")

@@ -1,0 +1,162 @@
+"""Admin writes in force for the next request: one change counter that every cache checks.
+
+The hot path keeps its caches (keys, channels, prices) and reads no database
+to serve a request; instead each cache remembers the version it was loaded at
+and reloads when `ChangeFeed.version()` moves. A writer calls `announce()`
+once its change is committed; that moves the counter in its own process at
+once, and tells every other process through the database they share:
+
+- PostgreSQL: `NOTIFY octorelay_changes`. Each worker LISTENs on one extra
+  connection and drains it with a non-blocking `poll()` (a recv on a socket,
+  no round trip) before it answers from a cache. PostgreSQL delivers the
+  notification at commit, before the writer's answer can reach any client,
+  so every instance on the database sees it for the next request.
+- SQLite: a marker file beside the database, replaced on every change; each
+  process compares its inode and mtime (one stat). SQLite is one machine, so
+  this covers every worker and the CLI.
+
+When the listening connection is lost, the feed moves once a second until it
+is back (and once more on reconnecting): caches are then at most a second
+stale, never stale forever.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+
+from peewee import PostgresqlDatabase, SqliteDatabase
+
+from ..db import db
+
+log = logging.getLogger("octorelay.changes")
+
+CHANNEL = "octorelay_changes"
+RETRY_S = 1.0
+
+_lock = threading.Lock()
+_version = 0
+
+
+def _bump() -> int:
+    global _version
+    with _lock:
+        _version += 1
+        return _version
+
+
+def marker_path(database) -> str | None:
+    """The SQLite change marker for a file database; None in memory."""
+    path = getattr(database, "database", None)
+    if not path or path == ":memory:" or str(path).startswith("file::memory:"):
+        return None
+    return os.path.abspath(path) + ".changes"
+
+
+def announce() -> None:
+    """Tell every process that keys, channels or prices changed. Call after the commit."""
+    _bump()
+    database = db.obj
+    if isinstance(database, PostgresqlDatabase):
+        database.execute_sql(f"NOTIFY {CHANNEL}")
+    elif isinstance(database, SqliteDatabase):
+        path = marker_path(database)
+        if path:
+            tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex}"
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(uuid.uuid4().hex)
+            os.replace(tmp, path)  # a new inode every time: readers cannot miss it
+
+
+class ChangeFeed:
+    """This process's view of the change counter; cheap enough to ask on every request."""
+
+    def __init__(self):
+        self._poll_lock = threading.Lock()
+        self._pid: int | None = None
+        self._conn = None           # PostgreSQL LISTEN connection (per process)
+        self._retry_at = 0.0
+        self._marker: tuple[int, int] | None = None
+
+    def version(self) -> int:
+        database = db.obj
+        if isinstance(database, PostgresqlDatabase):
+            self._poll_postgres(database)
+        elif isinstance(database, SqliteDatabase):
+            self._poll_marker(database)
+        return _version
+
+    # SQLite ------------------------------------------------------------------
+
+    def _poll_marker(self, database) -> None:
+        path = marker_path(database)
+        if path is None:
+            return
+        try:
+            st = os.stat(path)
+            seen = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            seen = (0, 0)
+        if seen != self._marker:
+            first = self._marker is None
+            self._marker = seen
+            if not first:
+                _bump()
+
+    # PostgreSQL --------------------------------------------------------------
+
+    def _poll_postgres(self, database) -> None:
+        with self._poll_lock:
+            if self._pid != os.getpid():  # forked: the parent's socket is not ours
+                self._conn, self._pid = None, os.getpid()
+            if self._conn is None:
+                self._connect(database)
+                return
+            try:
+                self._conn.poll()
+            except Exception as exc:
+                log.warning("change feed lost its connection; caches refresh every second until "
+                            "it is back", extra={"fields": {"error": type(exc).__name__}})
+                self._close()
+                self._connect(database)
+                return
+            if self._conn.notifies:
+                self._conn.notifies.clear()
+                _bump()
+
+    def _connect(self, database) -> None:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        self._retry_at = now + RETRY_S
+        _bump()  # down or (re)connecting: whatever happened meanwhile was missed
+        try:
+            import psycopg2
+
+            conn = psycopg2.connect(dbname=database.database, **_plain_params(database.connect_params))
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {CHANNEL}")
+            self._conn = conn
+        except Exception as exc:
+            log.warning("change feed cannot listen; caches refresh every second",
+                        extra={"fields": {"error": type(exc).__name__}})
+            self._conn = None
+
+    def _close(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        except Exception:
+            pass
+        self._conn = None
+
+    def close(self) -> None:
+        with self._poll_lock:
+            self._close()
+
+
+def _plain_params(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in ("max_connections", "stale_timeout", "timeout")}
