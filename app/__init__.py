@@ -63,7 +63,16 @@ def _relay(settings: Settings, box, redis_client, policy):
                       lease_ttl_s=settings.lease_ttl_s)
     ledger = Ledger(PriceBook(), Spool(spool_path(settings.database_url, settings.spool_dir)))
     return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy), ledger, transports, limiter,
-                 max_attempts=settings.max_attempts, on_settled=[record_request])
+                 max_attempts=settings.max_attempts, on_settled=[record_request],
+                 affinity=_affinity(settings, redis_client))
+
+
+def _affinity(settings: Settings, redis_client):
+    from .services.affinity import Affinity, LocalStore, RedisStore
+
+    ttl = settings.session_affinity_ttl_s
+    store = RedisStore(redis_client, ttl) if redis_client is not None else LocalStore(ttl)
+    return Affinity(store, enabled=settings.session_affinity)
 
 
 def _redis_client(settings: Settings):

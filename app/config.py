@@ -44,6 +44,8 @@ class Settings:
     spool_dir: str | None = None
     upstream_https_only: bool = False
     upstream_hosts: tuple[str, ...] = ()
+    session_affinity: bool = True
+    session_affinity_ttl_s: float = 3600.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -87,6 +89,11 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def _on_off(env: Mapping[str, str], name: str) -> bool:
+    """A switch that is on unless set to off."""
+    return _bool(env, name) if (env.get(name) or "").strip() else True
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:
@@ -156,6 +163,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         upstream_https_only=_bool(env, "OCTORELAY_UPSTREAM_HTTPS_ONLY"),
         upstream_hosts=tuple(h.strip().lower() for h in (_str(env, "OCTORELAY_UPSTREAM_HOSTS") or "").split(",")
                              if h.strip()),
+        session_affinity=_on_off(env, "OCTORELAY_SESSION_AFFINITY"),
+        session_affinity_ttl_s=_float(env, "OCTORELAY_SESSION_AFFINITY_TTL", 3600.0, 0.001, 86400.0),
     )
     if settings.web_concurrency > 1 and not settings.redis_url:
         raise ConfigError(

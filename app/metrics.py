@@ -23,6 +23,9 @@ TTFT = Histogram("octorelay_time_to_first_token_seconds", "Time from request to 
                  ["channel"], buckets=LATENCY_BUCKETS)
 STREAMS = Gauge("octorelay_streams_in_flight", "Streams being relayed now.", multiprocess_mode="livesum")
 CHANNEL_FAILURES = Counter("octorelay_channel_failures", "Failed upstream attempts.", ["channel", "reason"])
+SESSION_AFFINITY = Counter("octorelay_session_affinity",
+                           "Routed requests of a known conversation: kept on its channel, new, or moved.",
+                           ["outcome"])
 LIMIT_STORE_ERRORS = Counter("octorelay_limit_store_errors", "Rate-limit store (Redis) failures.", ["during"])
 
 
@@ -31,6 +34,8 @@ def record_request(record) -> None:
     channel = str(record.channel_id) if record.channel_id is not None else "-"
     model = record.model if record.channel_id is not None else "-"
     REQUESTS.labels(str(record.status), model, channel).inc()
+    if record.affinity is not None:
+        SESSION_AFFINITY.labels(record.affinity).inc()
     if record.channel_id is None:
         return
     usage = record.usage

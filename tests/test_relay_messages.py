@@ -18,6 +18,11 @@ def key(admin):
     return admin.create_key(name="k")
 
 
+def conversation(i: int) -> dict:
+    """The first turn of conversation `i`: session affinity tells conversations apart by it."""
+    return {**BODY, "messages": [{"role": "user", "content": f"Hello {i}"}]}
+
+
 def post(client, key, body=BODY, **headers):
     return client.post("/v1/messages", data=json.dumps(body),
                        headers={"x-api-key": key["key"], "content-type": "application/json", **headers})
@@ -195,9 +200,9 @@ def test_repeated_failures_cool_a_channel_down(client, admin, upstream, key):
     bad = anthropic_channel(admin, upstream, name="bad", priority=10)
     anthropic_channel(admin, upstream, name="good")
     upstream.set_default(json_answer(anthropic_message()))
-    for _ in range(3):
+    for i in range(3):  # three conversations: one would stay where it failed over (session affinity)
         upstream.script(error_answer(500, "api_error", "down"))
-        assert post(client, key).status_code == 200
+        assert post(client, key, conversation(i)).status_code == 200
     state = admin.get(f"/admin/channels/{bad['id']}").get_json()
     assert state["consecutive_failures"] == 3 and state["cooldown_until"] is not None
     before = len(upstream.requests)
@@ -211,8 +216,8 @@ def test_weights_spread_load_within_a_priority(client, admin, upstream, key):
     heavy = anthropic_channel(admin, upstream, name="heavy", weight=9)
     anthropic_channel(admin, upstream, name="light", weight=1)
     upstream.set_default(json_answer(anthropic_message()))
-    for _ in range(60):
-        assert post(client, key).status_code == 200
+    for i in range(60):  # sixty conversations: the turns of one stay on one channel
+        assert post(client, key, conversation(i)).status_code == 200
     share = RequestLog.select().where(RequestLog.channel_id == heavy["id"]).count() / 60
     assert 0.7 <= share <= 0.99
 

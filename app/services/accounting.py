@@ -47,6 +47,7 @@ class RequestRecord:
     ttft_ms: int | None = None
     attempts: int = 0
     client_disconnected: bool = False
+    affinity: str | None = None  # session affinity: kept / new / moved, None when not followed
     settled: bool = False
     cost_nanos: int = 0
     latency_ms: int = 0
@@ -83,7 +84,7 @@ class PriceBook:
 
 
 LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
-              "ttft_ms", "attempts", "client_disconnected", "latency_ms")
+              "ttft_ms", "attempts", "client_disconnected", "latency_ms", "affinity")
 
 
 class Spool:

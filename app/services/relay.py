@@ -16,12 +16,14 @@ from typing import Callable, Iterator, Mapping
 from ..adaptors import ADAPTORS, Target, Usage, estimate_input_tokens, estimate_tokens
 from ..errors import InvalidRequest, NotFound, error_body, error_type_for
 from ..metrics import STREAMS
+from ..models import utcnow
 from ..upstream.sse import frame
 from ..upstream.transport import TransportError, UpstreamResponse
 from .accounting import Ledger, RequestRecord
+from .affinity import Affinity
 from .auth import KeySnapshot
 from .limiter import Admission, Estimate, Limiter
-from .routing import ChannelConfig, ChannelDirectory
+from .routing import ChannelConfig, ChannelDirectory, home_first
 
 log = logging.getLogger("octorelay.relay")
 
@@ -80,6 +82,7 @@ class Relay:
     limiter: Limiter
     max_attempts: int = 3
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+    affinity: Affinity = field(default_factory=Affinity)
 
     # entry points -------------------------------------------------------------
 
@@ -144,6 +147,21 @@ class Relay:
         candidates = [c for c in self.directory.candidates(call.model) if self._routable(c, formats)]
         if not candidates:
             raise NotFound(f"no channel serves model {call.model!r}")
+        conversation = None if call.count_tokens else self.affinity.lookup(
+            call.key.id, call.model, call.headers, call.body)
+        if conversation is not None and conversation.home is not None:
+            candidates = home_first(candidates, conversation.home, utcnow())
+        opened = self._try(call, record, candidates, formats)
+        if conversation is not None and record.channel_id is not None and not (
+                isinstance(opened, Reply) and retryable(opened.status)):
+            if isinstance(opened, Reply):  # a client error: the conversation keeps its home
+                record.affinity = conversation.outcome(record.channel_id)
+            else:
+                record.affinity = self.affinity.settle(conversation, record.channel_id)
+        return opened
+
+    def _try(self, call: RelayCall, record: RequestRecord, candidates: list[ChannelConfig],
+             formats) -> _Opened | Reply:
         last: Reply | None = None
         untranslatable: InvalidRequest | None = None
         attempts = 0

@@ -76,6 +76,17 @@ def order_candidates(channels: list[ChannelConfig], model: str, now: datetime,
     return ordered + resting
 
 
+def home_first(candidates: list[ChannelConfig], home: int, now: datetime) -> list[ChannelConfig]:
+    """A conversation's channel first while it is usable (in the list, so enabled and serving
+    the model, and not cooling down); otherwise the list as it is (session affinity)."""
+    for i, channel in enumerate(candidates):
+        if channel.id == home:
+            if i == 0 or channel.cooling(now):
+                return candidates
+            return [channel, *candidates[:i], *candidates[i + 1:]]
+    return candidates
+
+
 class ChannelDirectory:
     """Enabled channels with decrypted keys, refreshed at most every `ttl` seconds."""
 

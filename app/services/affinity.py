@@ -1,0 +1,180 @@
+"""Session affinity: keep each conversation on the channel that served it, so its prompt cache hits.
+
+Anthropic's prompt cache lives with the upstream account. A conversation
+whose turns are spread over channels writes its prefix into every
+channel's cache and pays the write (1.25x or 2x input) where a read
+(0.1x) would do. So each conversation remembers its channel ("home"):
+
+- identity, first found: the `x-claude-code-session-id` header; the
+  `session_id` of a `metadata.user_id` that is a JSON object string
+  (Claude Code), else that string itself; else a hash of the prefix
+  (`system`, `tools`, first message). Scoped per key and model, and only
+  a digest is stored: no client text in memory or in Redis.
+- the home is remembered for `ttl` seconds (1 hour) after the last turn:
+  in process (bounded LRU) or in Redis when REDIS_URL is set, so every
+  worker and instance agrees. One round trip per request (GETEX, which
+  also pushes the expiry out); one more only when the home changes.
+- Redis being away never fails a request: the turn is routed as a new one.
+
+The relay asks `home()` before routing and `settle()` after a channel
+answered; routing order itself stays in services/routing.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..metrics import LIMIT_STORE_ERRORS
+
+log = logging.getLogger("octorelay.affinity")
+
+TTL_S = 3600.0
+MAX_LOCAL_ENTRIES = 100_000
+SESSION_HEADER = "x-claude-code-session-id"
+KEPT, NEW, MOVED = "kept", "new", "moved"
+_WARN_EVERY_S = 60.0
+
+
+def conversation_id(headers: Mapping, body: dict) -> str | None:
+    """The client's name for this conversation (see the module docstring); None when the body
+    has nothing to tell conversations apart by."""
+    session = headers.get(SESSION_HEADER)
+    if session:
+        return "h:" + session
+    metadata = body.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if isinstance(user_id, str) and user_id:
+        if user_id[:1] == "{":
+            try:
+                parsed = json.loads(user_id)
+            except ValueError:
+                parsed = None
+            session = parsed.get("session_id") if isinstance(parsed, dict) else None
+            if isinstance(session, str) and session:
+                return "s:" + session
+        return "u:" + user_id
+    messages = body.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    if first is None and not body.get("system"):
+        return None
+    prefix = json.dumps([body.get("system"), body.get("tools"), first], separators=(",", ":"),
+                        ensure_ascii=False, sort_keys=True, default=str)
+    return "p:" + hashlib.blake2b(prefix.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def scoped_key(key_id: int | None, model: str, conversation: str) -> str:
+    """One short digest per (key, model, conversation): fixed size, and no client text kept."""
+    raw = f"{key_id}\x00{model}\x00{conversation}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+class LocalStore:
+    """Homes in this process: an LRU of at most `max_entries`, each expiring `ttl` after its last use."""
+
+    def __init__(self, ttl: float = TTL_S, max_entries: int = MAX_LOCAL_ENTRIES, clock=time.monotonic):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> int | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[1] <= now:
+                del self._entries[key]
+                return None
+            self._entries[key] = (entry[0], now + self.ttl)
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def set(self, key: str, channel_id: int) -> None:
+        with self._lock:
+            self._entries[key] = (channel_id, self._clock() + self.ttl)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RedisStore:
+    """Homes in Redis, shared by every worker and instance; each key expires `ttl` after its last use."""
+
+    PREFIX = "octorelay:affinity:"
+
+    def __init__(self, client, ttl: float = TTL_S):
+        self.client = client
+        self.ttl_ms = max(int(ttl * 1000), 1)
+
+    def get(self, key: str) -> int | None:
+        value = self.client.getex(self.PREFIX + key, px=self.ttl_ms)
+        return int(value) if value is not None else None
+
+    def set(self, key: str, channel_id: int) -> None:
+        self.client.set(self.PREFIX + key, channel_id, px=self.ttl_ms)
+
+
+@dataclass
+class Lookup:
+    """One request's conversation: where it lives (None: new) and the store key to update."""
+    key: str
+    home: int | None
+
+    def outcome(self, channel_id: int) -> str:
+        if self.home is None:
+            return NEW
+        return KEPT if channel_id == self.home else MOVED
+
+
+class Affinity:
+    """Where conversations live. `enabled=False` (OCTORELAY_SESSION_AFFINITY=off): every turn is
+    routed on its own."""
+
+    def __init__(self, store=None, enabled: bool = True):
+        self.store = store if store is not None else LocalStore()
+        self.enabled = enabled
+        self._warned_at = float("-inf")
+
+    def lookup(self, key_id: int | None, model: str, headers: Mapping, body: dict) -> Lookup | None:
+        """The conversation's home, or None when affinity is off or the request names no conversation."""
+        if not self.enabled:
+            return None
+        conversation = conversation_id(headers, body)
+        if conversation is None:
+            return None
+        key = scoped_key(key_id, model, conversation)
+        try:
+            home = self.store.get(key)
+        except Exception as exc:
+            self._store_failed(exc)
+            home = None
+        return Lookup(key, home)
+
+    def settle(self, lookup: Lookup, channel_id: int) -> str:
+        """`channel_id` served the turn: it becomes the home if it was not. Returns the outcome."""
+        outcome = lookup.outcome(channel_id)
+        if outcome != KEPT:
+            try:
+                self.store.set(lookup.key, channel_id)
+            except Exception as exc:
+                self._store_failed(exc)
+        return outcome
+
+    def _store_failed(self, exc: Exception) -> None:
+        LIMIT_STORE_ERRORS.labels("affinity").inc()
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("session affinity store unavailable; routing turns as new conversations",
+                        extra={"fields": {"error": type(exc).__name__}})
