@@ -103,3 +103,46 @@ def test_claude_code_through_an_openai_channel(claude_bin, live, admin, upstream
     assert turns and turns[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     sent = turns[-1].json()
     assert sent["stream"] is True and sent["messages"][0]["role"] == "system" and sent.get("tools")
+
+
+BILLED_USAGE = {"input_tokens": 1200, "cache_read_input_tokens": 30000, "cache_creation_input_tokens": 5000,
+                "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 4000}}
+
+
+def billed_answer(request):
+    body = request.json()
+    if body.get("stream"):
+        return sse_answer(anthropic_stream_events([REPLY[:10], REPLY[10:]], model=body["model"],
+                                                  usage_start=BILLED_USAGE, usage_delta={"output_tokens": 42}))
+    return json_answer(anthropic_message(REPLY, model=body["model"], usage={**BILLED_USAGE, "output_tokens": 42}))
+
+
+def test_claude_codes_default_model_is_billed_by_the_formula(claude_bin, live, admin, upstream, tmp_path):
+    """No --model: Claude Code asks for its default model, which must be priced (a budgeted key
+    would otherwise be refused), and each turn costs what the price list and the usage say."""
+    import fnmatch
+    from decimal import Decimal
+
+    anthropic_channel(admin, upstream)
+    key = admin.create_key(name="claude-code", budget_usd=50)
+    upstream.set_default(billed_answer)
+    claude_says_the_reply(claude_bin, live, "ANTHROPIC_API_KEY", key["key"], tmp_path)
+
+    wait_for_row()
+    rows = [r for r in admin.get("/admin/logs?limit=50").get_json()["data"] if r["status"] == 200]
+    assert rows
+    models = {r.json()["model"] for r in upstream.requests if r.path.startswith("/v1/messages")
+              and not r.path.startswith("/v1/messages/count_tokens")}
+    print("Claude Code asked for", sorted(models))
+    prices = admin.get("/admin/prices").get_json()["data"]
+    for row in rows:
+        # an exact name, else the longest matching glob
+        matching = [p for p in prices if p["model"] == row["model"]] or sorted(
+            (p for p in prices if fnmatch.fnmatchcase(row["model"], p["model"])), key=lambda p: -len(p["model"]))
+        assert matching, f"{row['model']} has no seeded price"
+        price = matching[0]
+        d = {k: Decimal(str(v)) for k, v in price.items() if isinstance(v, (int, float))}
+        usd = (1200 * d["input"] + 1000 * d["cache_write"] + 4000 * d["cache_write_1h"]
+               + 30000 * d["cache_read"] + 42 * d["output"]) / 10**6
+        assert row["cost_usd"] > 0
+        assert Decimal(str(row["cost_usd"])) == usd, (row["model"], row["cost_usd"], usd)
