@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
-USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+# what a log row stores: the four token counts, the 1-hour part of the cache writes, web searches
+USAGE_FIELDS = (*TOKEN_FIELDS, "cache_creation_1h_input_tokens", "web_search_requests")
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass
@@ -14,19 +20,43 @@ class Usage:
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0  # part of cache_creation_input_tokens, billed at the 1-hour rate
+    web_search_requests: int = 0
 
     def merge(self, usage: Mapping | None) -> None:
-        """Cumulative counts: a later non-null value wins, a missing or null one never erases."""
+        """Cumulative counts: a later non-null value wins, a missing or null one never erases.
+
+        Reads Anthropic's nested fields too: `cache_creation.ephemeral_1h_input_tokens` and
+        `server_tool_use.web_search_requests`.
+        """
         if not usage:
             return
-        for name in USAGE_FIELDS:
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        for name in TOKEN_FIELDS:
+            value = _count(usage.get(name))
+            if value is not None:
                 setattr(self, name, value)
+        creation = usage.get("cache_creation")
+        if isinstance(creation, Mapping):
+            value = _count(creation.get("ephemeral_1h_input_tokens"))
+            if value is not None:
+                self.cache_creation_1h_input_tokens = value
+        tools = usage.get("server_tool_use")
+        if isinstance(tools, Mapping):
+            value = _count(tools.get("web_search_requests"))
+            if value is not None:
+                self.web_search_requests = value
 
     @property
     def total(self) -> int:
-        return sum(getattr(self, f.name) for f in fields(self))
+        """Tokens the upstream processed (what a token quota counts): the 1-hour writes are
+        already inside cache_creation_input_tokens, and searches are not tokens."""
+        return (self.input_tokens + self.output_tokens + self.cache_creation_input_tokens
+                + self.cache_read_input_tokens)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """What long-context price tiers compare with their threshold."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
 
 def estimate_tokens(chars: int) -> int:
@@ -65,6 +95,8 @@ class Target:
     api_key: str | None
     model: str  # the upstream model name, after model_map
     timeout_s: float = 600.0
+    options: Mapping = field(default_factory=dict)  # the type's settings (region, project_id)
+    credentials: Mapping | None = field(default=None, repr=False)  # the type's secrets, decrypted
 
 
 class StreamTranslator(Protocol):

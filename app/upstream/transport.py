@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from ..errors import InvalidRequest
+from .cutoff import TrackedAdapter, abort_all
 
 CONNECT_TIMEOUT_S = 10.0
 READ_CHUNK = 65536
@@ -31,12 +31,21 @@ class TransportError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class UpstreamAuth:
+    """Credentials a transport turns into headers at send time (a SigV4 signature, an OAuth
+    token): `kind` names the scheme, `params` holds the secrets (never in a repr)."""
+    kind: str
+    params: dict = field(repr=False)
+
+
 @dataclass
 class UpstreamRequest:
     url: str
     headers: dict
     body: bytes
     timeout_s: float = 600.0
+    auth: UpstreamAuth | None = None  # applied by the channel type's transport, not the adaptor
 
 
 @dataclass
@@ -60,8 +69,8 @@ class UpstreamResponse:
 
 class HttpTransport:
     def __init__(self, pool_size: int = 64):
-        self._adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0,
-                                    pool_block=False)
+        self._adapter = TrackedAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0,
+                                       pool_block=False)
         self._idle: list[requests.Session] = []  # list.pop/append are atomic: no lock needed
 
     def _new_session(self) -> requests.Session:
@@ -99,6 +108,10 @@ class HttpTransport:
 
     def close(self) -> None:
         self._adapter.close()
+
+    def abort_all(self) -> int:
+        """A stopping worker: end every upstream call in flight now (see cutoff.py)."""
+        return abort_all()
 
 
 def _iter_body(resp: requests.Response) -> Iterator[bytes]:
