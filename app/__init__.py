@@ -17,6 +17,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from .crypto import SecretBox, secret_keys_for
     from .logs import configure_logging
     from .services.auth import KeyCache
+    from .services.changes import ChangeFeed
     from .services.channels import UpstreamPolicy
 
     if isinstance(config, Settings):
@@ -40,29 +41,31 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     app.extensions["octorelay.secrets"] = box
     app.extensions["octorelay.upstream_policy"] = policy = UpstreamPolicy(
         settings.upstream_https_only, settings.upstream_hosts)
-    app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s)
+    feed = ChangeFeed()  # admin writes in force for the next request (services/changes.py)
+    app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s, feed=feed)
     app.extensions["octorelay.redis"] = _redis_client(settings)
-    app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"], policy)
+    app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"], policy, feed)
     db.init_app(app, settings)
     web.init_app(app)
     return app
 
 
-def _relay(settings: Settings, box, redis_client, policy):
-    from .services.accounting import Ledger, PriceBook, Spool, spool_path
+def _relay(settings: Settings, box, redis_client, policy, feed):
+    from .services.accounting import Ledger, Spool, spool_path
+    from .services.pricing import PriceBook
     from .services.limiter import Limiter
     from .services.relay import Relay
+    from .channel_types import build_transports
     from .services.routing import ChannelDirectory
-    from .upstream.mock import MockTransport
     from .upstream.transport import HttpTransport
 
     from .metrics import record_request
 
-    transports = {"http": HttpTransport(pool_size=settings.threads), "mock": MockTransport()}
+    transports = build_transports(HttpTransport(pool_size=settings.threads))  # channel type -> transport
     limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
                       lease_ttl_s=settings.lease_ttl_s)
-    ledger = Ledger(PriceBook(), Spool(spool_path(settings.database_url, settings.spool_dir)))
-    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy), ledger, transports, limiter,
+    ledger = Ledger(PriceBook(feed), Spool(spool_path(settings.database_url, settings.spool_dir)))
+    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy, feed=feed), ledger, transports, limiter,
                  max_attempts=settings.max_attempts, on_settled=[record_request],
                  affinity=_affinity(settings, redis_client))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
-from ..services.channels import CHANNEL_TYPES
+from ..channel_types import CHANNEL_TYPES
 from ..timefmt import to_naive_utc
 from .strict import StrictBoolean, StrictFloat, StrictInteger
 
@@ -53,17 +53,43 @@ class ChannelSchema(Schema):
     models = fields.List(_glob, required=True, validate=validate.Length(min=1, max=500))
     model_map = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=200), _no_nul]),
                             values=fields.String(validate=[validate.Length(min=1, max=200), _no_nul]))
+    # what each type takes in these two is checked by the channel service, from the type registry
+    options = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=64), _no_nul]),
+                          values=fields.String(allow_none=True, validate=[validate.Length(max=200), _no_nul]),
+                          allow_none=True, validate=validate.Length(max=20))
+    credentials = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=64), _no_nul]),
+                              values=fields.String(allow_none=True, validate=validate.Length(max=16384)),
+                              allow_none=True, validate=validate.Length(max=30))
     priority = StrictInteger(validate=validate.Range(min=-10**6, max=10**6))
     weight = StrictInteger(validate=validate.Range(min=1, max=10**6))
     timeout_s = StrictFloat(validate=validate.Range(min=0.1, max=86400))
     enabled = StrictBoolean()
 
 
+_rate = dict(validate=validate.Range(min=0, max=10**6))
+
+
+class LongContextSchema(Schema):
+    """A long-context tier: above `threshold_tokens` of prompt, the whole request uses these rates."""
+    class Meta:
+        unknown = RAISE
+
+    threshold_tokens = StrictInteger(required=True, validate=validate.Range(min=1, max=10**9))
+    input = StrictFloat(required=True, **_rate)
+    output = StrictFloat(required=True, **_rate)
+    cache_write = StrictFloat(required=True, **_rate)
+    cache_write_1h = StrictFloat(allow_none=True, **_rate)
+    cache_read = StrictFloat(required=True, **_rate)
+
+
 class PriceSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    input = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
-    output = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
-    cache_write = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
-    cache_read = StrictFloat(required=True, validate=validate.Range(min=0, max=10**6))
+    input = StrictFloat(required=True, **_rate)
+    output = StrictFloat(required=True, **_rate)
+    cache_write = StrictFloat(required=True, **_rate)
+    cache_write_1h = StrictFloat(allow_none=True, **_rate)
+    cache_read = StrictFloat(required=True, **_rate)
+    web_search_per_1k = StrictFloat(allow_none=True, **_rate)
+    long_context = fields.Nested(LongContextSchema, allow_none=True)

@@ -1,21 +1,19 @@
-"""Upstream channels: admin operations and the masked view. Upstream keys are encrypted here."""
+"""Upstream channels: admin operations and the masked view. Upstream keys and credentials are
+encrypted here; what each type takes comes from the registry (app/channel_types.py)."""
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..channel_types import ChannelType, channel_type
 from ..crypto import SecretBox, mask
 from ..errors import InvalidRequest, NotFound
 from ..models import Channel, utcnow
 from ..timefmt import iso
+from .changes import announce
 
-# type -> default base_url (None: the type needs no upstream, or the admin must give one)
-CHANNEL_TYPES = {
-    "anthropic": "https://api.anthropic.com",
-    "openai": None,
-    "mock": None,
-}
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,10 @@ def serialize(channel: Channel) -> dict:
         "id": channel.id,
         "name": channel.name,
         "type": channel.type,
-        "base_url": effective_base_url(channel.type, channel.base_url),
+        "base_url": effective_base_url(channel.type, channel.base_url, channel.options),
         "api_key": channel.api_key_hint,
+        "options": dict(channel.options or {}),
+        "credentials": "set" if channel.credentials_enc else None,  # write-only, like api_key
         "models": list(channel.models or []),
         "model_map": dict(channel.model_map or {}),
         "priority": channel.priority,
@@ -64,25 +64,69 @@ def _columns(fields: dict, box: SecretBox) -> dict:
         secret = out.pop("api_key")
         out["api_key_enc"] = box.encrypt(secret) if secret else None
         out["api_key_hint"] = mask(secret) if secret else None
+    if "credentials" in out:
+        secret = out.pop("credentials")
+        out["credentials_enc"] = box.encrypt(json.dumps(secret, separators=(",", ":"))) if secret else None
+    if "options" in out:
+        out["options"] = {k: v for k, v in (out["options"] or {}).items() if v not in (None, "")}
     if out.get("base_url"):
         out["base_url"] = out["base_url"].rstrip("/")
     return out
 
 
-def effective_base_url(channel_type: str, base_url: str | None) -> str | None:
+def effective_base_url(type_name: str, base_url: str | None, options: dict | None = None) -> str | None:
     """The stored URL, or the type's default (kept out of the row so a type change can't inherit it)."""
-    return base_url or CHANNEL_TYPES.get(channel_type)
+    kind = channel_type(type_name)
+    return kind.base_url(base_url, options) if kind else base_url
 
 
-def _check_base_url(channel_type: str, base_url: str | None, policy: UpstreamPolicy) -> None:
-    if channel_type == "mock":
+def _check_base_url(type_name: str, base_url: str | None, options: dict | None, policy: UpstreamPolicy) -> None:
+    kind = channel_type(type_name)
+    if kind is None or kind.local:
         return
-    url = effective_base_url(channel_type, base_url)
+    url = kind.base_url(base_url, options)
     if not url:
-        raise InvalidRequest(f"base_url: required for {channel_type} channels")
+        raise InvalidRequest(f"base_url: required for {type_name} channels")
     refusal = policy.refusal(url)
     if refusal:
         raise InvalidRequest(f"base_url: {refusal}")
+
+
+def _check_fields(kind: ChannelType, given: dict, channel: Channel | None, policy: UpstreamPolicy) -> None:
+    """What the type takes and needs: its options, credentials and key (400 naming the field).
+    `channel` is the row being updated: fields not given keep their stored values."""
+    options = given["options"] if "options" in given else dict(channel.options or {}) if channel else {}
+    allowed = {o.name: o for o in kind.options}
+    for name, value in (options or {}).items():
+        if name not in allowed:
+            raise InvalidRequest(f"options.{name}: not an option of {kind.name} channels"
+                                 + (f" (options: {', '.join(allowed)})" if allowed else ""))
+        if allowed[name].pattern is not None and not allowed[name].pattern.match(value):
+            raise InvalidRequest(f"options.{name}: {value!r} is not a valid value ({allowed[name].help})")
+    for option in kind.options:
+        if option.required and not (options or {}).get(option.name):
+            raise InvalidRequest(f"options.{option.name}: required for {kind.name} channels ({option.help})")
+    credentials = given.get("credentials")
+    if credentials:
+        if kind.credentials is None:
+            raise InvalidRequest(f"credentials: {kind.name} channels take no credentials")
+        try:
+            kind.credentials(credentials)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        token_uri = credentials.get("token_uri")
+        refusal = policy.refusal(token_uri) if isinstance(token_uri, str) else None
+        if refusal:
+            raise InvalidRequest(f"credentials.token_uri: {refusal}")
+    if given.get("api_key") and kind.api_key == "unused":
+        raise InvalidRequest(f"api_key: {kind.name} channels take no api_key"
+                             + (" (use credentials)" if kind.credentials else ""))
+    if kind.auth_required:
+        has_key = given["api_key"] if "api_key" in given else (channel is not None and channel.api_key_enc)
+        has_credentials = credentials if "credentials" in given else (channel is not None and channel.credentials_enc)
+        if not has_key and not has_credentials:
+            raise InvalidRequest(f"credentials: required for {kind.name} channels"
+                                 + (" (or an api_key)" if kind.api_key != "unused" else ""))
 
 
 def _check_name_free(name: str, own_id: int | None = None) -> None:
@@ -94,10 +138,13 @@ def _check_name_free(name: str, own_id: int | None = None) -> None:
 
 
 def create_channel(fields: dict, box: SecretBox, policy: UpstreamPolicy = UpstreamPolicy()) -> Channel:
+    _check_fields(channel_type(fields["type"]), fields, None, policy)
     columns = _columns(fields, box)
-    _check_base_url(columns["type"], columns.get("base_url"), policy)
+    _check_base_url(columns["type"], columns.get("base_url"), columns.get("options"), policy)
     _check_name_free(columns["name"])
-    return Channel.create(**columns)
+    channel = Channel.create(**columns)
+    announce()
+    return channel
 
 
 def get_channel(channel_id: int) -> Channel:
@@ -114,17 +161,23 @@ def list_channels() -> list[Channel]:
 def update_channel(channel_id: int, fields: dict, box: SecretBox,
                    policy: UpstreamPolicy = UpstreamPolicy()) -> Channel:
     channel = get_channel(channel_id)
+    kind = channel_type(fields.get("type", channel.type))
+    if kind is not None:
+        _check_fields(kind, fields, channel, policy)
     columns = _columns(fields, box)
-    if "type" in columns or "base_url" in columns:
-        _check_base_url(columns.get("type", channel.type), columns.get("base_url", channel.base_url), policy)
+    if {"type", "base_url", "options"} & set(columns):
+        _check_base_url(columns.get("type", channel.type), columns.get("base_url", channel.base_url),
+                        columns.get("options", channel.options), policy)
     if "name" in columns:
         _check_name_free(columns["name"], channel_id)
     if columns:
         columns["updated_at"] = utcnow()
         Channel.update(**columns).where(Channel.id == channel_id).execute()
+        announce()
     return get_channel(channel_id)
 
 
 def delete_channel(channel_id: int) -> None:
     get_channel(channel_id)
     Channel.delete().where(Channel.id == channel_id).execute()
+    announce()

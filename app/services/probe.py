@@ -12,14 +12,14 @@ import json
 import re
 import time
 
-from ..adaptors import ADAPTORS, Target
+from ..adaptors import Target
+from ..channel_types import channel_type
 from ..config import ConfigError
 from ..errors import InvalidRequest
 from ..models import Channel, ModelPrice
 from ..upstream.transport import TransportError
 from .catalog import GLOB_CHARS
-from .channels import effective_base_url, get_channel
-from .relay import CHANNEL_KINDS
+from .channels import get_channel
 from .routing import ChannelDirectory
 
 PROBE_TIMEOUT_S = 30.0  # the admin is waiting on a button: never the channel's own (long) timeout
@@ -46,18 +46,16 @@ def probe_model(channel: Channel) -> str:
 
 
 def _target(channel: Channel, directory: ChannelDirectory, model: str) -> Target:
-    """Where and as whom, under the same upstream policy and secret box as routing."""
-    base_url = effective_base_url(channel.type, channel.base_url) or ""
-    if channel.type != "mock":
-        refusal = directory.policy.refusal(base_url)
-        if refusal:
-            raise InvalidRequest(f"base_url: {refusal}")
+    """Where and as whom: routing's own config and target, under the same policy and secret box."""
     try:
-        api_key = directory.box.decrypt(channel.api_key_enc) if channel.api_key_enc else None
+        config = directory.config_of(channel)
     except ConfigError as exc:
         raise InvalidRequest(str(exc)) from None
-    upstream_model = dict(channel.model_map or {}).get(model, model)
-    return Target(base_url, api_key, upstream_model, min(channel.timeout_s, PROBE_TIMEOUT_S))
+    if not channel_type(channel.type).local:
+        refusal = directory.policy.refusal(config.base_url or "")
+        if refusal:
+            raise InvalidRequest(f"base_url: {refusal}")
+    return config.target(model, PROBE_TIMEOUT_S)
 
 
 def _error_message(body: bytes, status: int) -> str:
@@ -74,11 +72,10 @@ def probe_channel(channel_id: int, directory: ChannelDirectory, transports: dict
     """-> {ok, status, latency_ms, error, model}; `status` is the upstream's, or 502/504 (as the relay
     would answer) when no answer came. A channel that cannot be tried at all is a 400."""
     channel = get_channel(channel_id)
-    kind = CHANNEL_KINDS.get(channel.type)
-    if kind is None or kind[0] not in ADAPTORS or kind[1] not in transports:
+    kind = channel_type(channel.type)
+    if kind is None or channel.type not in transports:
         raise InvalidRequest(f"type: channels of type {channel.type!r} cannot be tested")
-    wire, transport = kind
-    adaptor = ADAPTORS[wire]
+    adaptor, transport = kind.adaptor, channel.type
     model = probe_model(channel)
     body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": PROBE_TEXT}]}
     request = adaptor.build_request(_target(channel, directory, model), body,

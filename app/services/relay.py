@@ -13,8 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
-from ..adaptors import ADAPTORS, Target, Usage, estimate_input_tokens, estimate_tokens
-from ..errors import InvalidRequest, NotFound, error_body, error_type_for
+from ..adaptors import Usage, estimate_input_tokens, estimate_tokens
+from ..adaptors.anthropic import AnthropicAdaptor
+from ..channel_types import channel_type
+from ..db import release as release_db
+from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
 from ..metrics import STREAMS
 from ..models import utcnow
 from ..upstream.sse import frame
@@ -27,13 +30,8 @@ from .routing import ChannelConfig, ChannelDirectory, home_first
 
 log = logging.getLogger("octorelay.relay")
 
-# channel type -> (wire format its upstream speaks, transport that reaches it)
-CHANNEL_KINDS = {
-    "anthropic": ("anthropic", "http"),
-    "mock": ("anthropic", "mock"),
-    "openai": ("openai", "http"),
-}
-ANTHROPIC_FORMAT = "anthropic"
+COUNTS_TOKENS = "count_tokens"  # _open(..., formats=COUNTS_TOKENS): only types whose upstream counts
+STOPPING_MESSAGE = "octorelay is restarting; retry the request"
 
 
 def retryable(status: int) -> bool:
@@ -49,6 +47,7 @@ class RelayCall:
     raw: bytes
     headers: Mapping
     count_tokens: bool = False
+    skip_channels: frozenset = frozenset()  # channels this call must not use (their model is unpriced)
 
     @property
     def model(self) -> str:
@@ -83,13 +82,17 @@ class Relay:
     max_attempts: int = 3
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     affinity: Affinity = field(default_factory=Affinity)
+    stopping: bool = field(default=False, init=False)  # set once, by stop_upstreams()
+    _in_flight: dict = field(default_factory=dict, init=False, repr=False)  # id -> unsettled record
 
     # entry points -------------------------------------------------------------
 
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
+        self._refuse_unpriced(call)
         admission = self.limiter.admit(call.key, self._worst_case(call))
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
+        self._in_flight[id(record)] = record
         try:
             opened = self._open(call, record)
             if isinstance(opened, Reply):
@@ -108,6 +111,25 @@ class Relay:
         reply.headers.update(admission.headers)
         return reply
 
+    def _refuse_unpriced(self, call: RelayCall) -> None:
+        """A key with a budget is never served for free: channels whose upstream model has no
+        price are skipped for it, and if that leaves none it gets a 403 before anything is sent.
+        (Keys without a budget are relayed at cost 0; billing warns and counts it.)"""
+        if call.key.budget_nanos is None:
+            return
+        prices = self.ledger.prices
+        unpriced = {c.id: c.upstream_model(call.model) for c in self.directory.candidates(call.model)
+                    if prices.lookup(c.upstream_model(call.model)) is None}
+        if not unpriced:
+            return
+        if len(unpriced) == len(self.directory.candidates(call.model)):
+            name = next(iter(unpriced.values()))
+            raise PermissionDenied(
+                f"model {name!r} has no price, and this API key has a budget: an operator must price it "
+                f"(PUT /admin/prices/{name} or `octorelay prices set {name} ...`; a glob such as "
+                f"'claude-opus-5*' prices a whole family)")
+        call.skip_channels = frozenset(unpriced)
+
     def _worst_case(self, call: RelayCall) -> Estimate:
         """What this request could cost at most (input by size, all of max_tokens): only
         budgeted keys need it, to reserve against what is left of their budget or quota."""
@@ -121,16 +143,16 @@ class Relay:
     def count_tokens(self, call: RelayCall) -> Reply:
         """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged.
 
-        A model only non-Anthropic channels serve has no upstream count: it gets a local
-        estimate, since Claude Code's context management breaks on a 404 here.
+        A model only channels without an upstream count serve (the registry says which)
+        gets a local estimate, since Claude Code's context management breaks on a 404 here.
         """
         call.key.check_model(call.model)
         record = RequestRecord(call.request_id, call.key.id, call.model, False)
         routable = [c for c in self.directory.candidates(call.model) if self._routable(c, None)]
-        if routable and not any(CHANNEL_KINDS[c.type][0] == ANTHROPIC_FORMAT for c in routable):
+        if routable and not any(self._routable(c, COUNTS_TOKENS) for c in routable):
             body = json.dumps({"input_tokens": estimate_input_tokens(call.body)}).encode()
             return Reply(200, {"content-type": "application/json"}, body)
-        opened = self._open(call, record, formats=(ANTHROPIC_FORMAT,))
+        opened = self._open(call, record, formats=COUNTS_TOKENS)
         if isinstance(opened, Reply):
             return opened
         try:
@@ -139,12 +161,14 @@ class Relay:
             return _transport_reply(exc, call.request_id)
         finally:
             opened.upstream.close()
+        body, _ = opened.adaptor.translate_response(body)  # a cloud's count in Anthropic's shape
         return Reply(opened.upstream.status, _json_headers(opened.upstream), body)
 
     # routing and failover -----------------------------------------------------
 
     def _open(self, call: RelayCall, record: RequestRecord, formats=None) -> _Opened | Reply:
-        candidates = [c for c in self.directory.candidates(call.model) if self._routable(c, formats)]
+        candidates = [c for c in self.directory.candidates(call.model)
+                      if self._routable(c, formats) and c.id not in call.skip_channels]
         if not candidates:
             raise NotFound(f"no channel serves model {call.model!r}")
         conversation = None if call.count_tokens else self.affinity.lookup(
@@ -168,10 +192,10 @@ class Relay:
         for channel in candidates:
             if attempts >= self.max_attempts:
                 break
-            wire, transport = CHANNEL_KINDS[channel.type]
-            adaptor = ADAPTORS[wire]
-            target = Target(channel.base_url or "", channel.api_key, channel.upstream_model(call.model),
-                            channel.timeout_s)
+            if self.stopping:
+                return _stopping_reply(call.request_id)
+            adaptor = channel_type(channel.type).adaptor
+            target = channel.target(call.model)
             try:
                 request = adaptor.build_request(target, call.body, call.raw, call.headers,
                                                 count_tokens=call.count_tokens)
@@ -181,9 +205,12 @@ class Relay:
             attempts += 1
             record.attempts += 1
             record.channel_id, record.upstream_model = channel.id, target.model
+            release_db()  # no database connection is held while the upstream thinks
             try:
-                upstream = self.transports[transport].open(request)
+                upstream = self.transports[channel.type].open(request)
             except TransportError as exc:
+                if self.stopping:  # cut by stop_upstreams(): not the channel's fault, no failover
+                    return _stopping_reply(call.request_id)
                 self.directory.record_failure(channel, exc.kind)
                 last = _transport_reply(exc, call.request_id)
                 continue
@@ -199,10 +226,11 @@ class Relay:
         return last
 
     def _routable(self, channel: ChannelConfig, formats) -> bool:
-        kind = CHANNEL_KINDS.get(channel.type)
-        if kind is None or kind[0] not in ADAPTORS or kind[1] not in self.transports:
+        """A registered type with a transport; with formats=COUNTS_TOKENS, one that counts upstream."""
+        kind = channel_type(channel.type)
+        if kind is None or channel.type not in self.transports:
             return False
-        return formats is None or kind[0] in formats
+        return formats != COUNTS_TOKENS or kind.count_tokens
 
     def _upstream_error(self, adaptor, upstream: UpstreamResponse, request_id: str) -> Reply:
         try:
@@ -215,7 +243,7 @@ class Relay:
         if not body:
             body = json.dumps(error_body(error_type_for(status), f"upstream answered {status}",
                                          request_id)).encode()
-        elif adaptor is not ADAPTORS[ANTHROPIC_FORMAT]:  # a translated body: give it our request id
+        elif not isinstance(adaptor, AnthropicAdaptor):  # a translated body: give it our request id
             body = _with_request_id(body, request_id)
         headers = _json_headers(upstream)
         if "retry-after" in {k.lower() for k in upstream.headers}:
@@ -230,9 +258,12 @@ class Relay:
         return reply
 
     def _complete(self, record: RequestRecord, admission: Admission, opened: _Opened) -> Reply:
+        release_db()
         try:
             raw = opened.upstream.read()
         except TransportError as exc:
+            if self.stopping:
+                return self._finish_error(record, admission, _stopping_reply(record.request_id))
             self.directory.record_failure(opened.channel, exc.kind)
             return self._finish_error(record, admission, _transport_reply(exc, record.request_id))
         finally:
@@ -249,7 +280,9 @@ class Relay:
         translator = opened.adaptor.translate_stream()
         record.status = opened.upstream.status
         broken: TransportError | None = None
+        cut = False  # ended by stop_upstreams() before the upstream finished
         STREAMS.inc()
+        release_db()
         try:
             try:
                 for chunk in opened.upstream.chunks():
@@ -259,12 +292,17 @@ class Relay:
                         if record.ttft_ms is None:
                             record.ttft_ms = _ms_since(record.started)
                         yield out
-                tail = translator.finish()
+                cut = self.stopping and not translator.usage_final
+                tail = b"" if cut else translator.finish()
                 if tail:
                     yield tail
             except TransportError as exc:
                 broken = exc
-            if broken is not None:
+                cut = self.stopping
+            if cut:  # what Anthropic sends when it sheds load: the client may retry
+                record.error_type = "overloaded_error"
+                yield frame("error", error_body(record.error_type, STOPPING_MESSAGE, record.request_id))
+            elif broken is not None:
                 self.directory.record_failure(opened.channel, broken.kind)
                 record.error_type = "timeout_error" if broken.kind == "timeout" else "api_error"
                 yield frame("error", error_body(record.error_type, broken.message, record.request_id))
@@ -280,10 +318,30 @@ class Relay:
             record.usage = usage
             record.error_type = record.error_type or translator.error_type
             self._settle(record, admission)
+            release_db()  # record_failure above may have borrowed one, after the request's teardown
+
+    # stopping -------------------------------------------------------------------
+
+    def stop_upstreams(self) -> int:
+        """A stopping worker's deadline: send nothing more upstream and end every upstream call
+        in flight now. Open streams then end with an `overloaded_error` event, requests still
+        waiting get a 503 `overloaded_error`; each is settled with the usage seen so far, as on a
+        client disconnect. Returns how many requests were in flight."""
+        self.stopping = True
+        for transport in self.transports.values():
+            abort = getattr(transport, "abort_all", None)
+            if abort is not None:
+                abort()
+        return len(self._in_flight)
+
+    def in_flight(self) -> int:
+        """Requests routed and not yet settled."""
+        return len(self._in_flight)
 
     def _settle(self, record: RequestRecord, admission: Admission) -> None:
         """Exactly once per admitted request: free its slot now, queue its charge and log row;
         its budget reservation is given back once the charge is committed."""
+        self._in_flight.pop(id(record), None)
         self.limiter.finish(admission, record.usage.total)
 
         def committed(cost_nanos: int) -> None:
@@ -370,6 +428,11 @@ def _with_request_id(body: bytes, request_id: str) -> bytes:
         payload["request_id"] = request_id
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     return body
+
+
+def _stopping_reply(request_id: str) -> Reply:
+    body = json.dumps(error_body("overloaded_error", STOPPING_MESSAGE, request_id)).encode()
+    return Reply(503, {"content-type": "application/json"}, body, "overloaded_error")
 
 
 def _transport_reply(exc: TransportError, request_id: str) -> Reply:

@@ -3,20 +3,25 @@
 Order: enabled channels serving the model; those not cooling down first,
 highest priority first, weighted-random inside a priority; cooling-down
 channels last (used only when the others are exhausted). The channel list
-is cached per process for at most `ttl` seconds.
+is cached per process: reloaded at once after an admin write (services/changes.py),
+and at least every `ttl` seconds for health changes made by other workers.
 """
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from ..adaptors.base import Target
+from ..channel_types import channel_type
 from ..config import ConfigError
 from ..crypto import SecretBox
+from .changes import ChangeFeed
 from .channels import UpstreamPolicy, effective_base_url
 from ..metrics import CHANNEL_FAILURES
 from ..models import Channel, utcnow
@@ -42,6 +47,8 @@ class ChannelConfig:
     timeout_s: float
     consecutive_failures: int
     cooldown_until: datetime | None
+    options: dict = field(default_factory=dict)
+    credentials: dict | None = field(default=None, repr=False)
 
     def serves(self, model: str) -> bool:
         return model in self.model_map or any(fnmatch.fnmatchcase(model, p) for p in self.models)
@@ -51,6 +58,12 @@ class ChannelConfig:
 
     def cooling(self, now: datetime) -> bool:
         return self.cooldown_until is not None and self.cooldown_until > now
+
+    def target(self, model: str, max_timeout_s: float | None = None) -> Target:
+        """Where and as whom to send `model` (the client's name): the one way relay and probe build it."""
+        timeout = self.timeout_s if max_timeout_s is None else min(self.timeout_s, max_timeout_s)
+        return Target(self.base_url or "", self.api_key, self.upstream_model(model), timeout,
+                      self.options, self.credentials)
 
 
 def cooldown_for(failures: int) -> float:
@@ -90,31 +103,40 @@ def home_first(candidates: list[ChannelConfig], home: int, now: datetime) -> lis
 class ChannelDirectory:
     """Enabled channels with decrypted keys, refreshed at most every `ttl` seconds."""
 
-    def __init__(self, box: SecretBox, ttl: float = 1.0, policy: UpstreamPolicy = UpstreamPolicy()):
+    def __init__(self, box: SecretBox, ttl: float = 1.0, policy: UpstreamPolicy = UpstreamPolicy(),
+                 feed: ChangeFeed | None = None):
         self.box = box
         self.policy = policy
         self.ttl = ttl
+        self.feed = feed or ChangeFeed()
         self._channels: list[ChannelConfig] = []
         self._loaded_at = float("-inf")
+        self._version = -1
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._reset_checked: dict[int, float] = {}  # channel id -> when a reset was last tried
 
     def channels(self) -> list[ChannelConfig]:
-        if time.monotonic() - self._loaded_at >= self.ttl:
+        """Reloaded when an admin write moved the change feed, and at least every `ttl` seconds
+        (health counts that other workers change are not announced)."""
+        version = self.feed.version()
+        if version != self._version or time.monotonic() - self._loaded_at >= self.ttl:
             with self._lock:
-                if time.monotonic() - self._loaded_at >= self.ttl:
+                version = self.feed.version()
+                if version != self._version or time.monotonic() - self._loaded_at >= self.ttl:
                     rows = Channel.select().where(Channel.enabled == True)  # noqa: E712
                     configs = (self._config(c) for c in rows if self._allowed(c))
                     self._channels = [c for c in configs if c is not None]
                     self._loaded_at = time.monotonic()
+                    self._version = version
         return self._channels
 
     def _allowed(self, row: Channel) -> bool:
         """Channels made before a tighter OCTORELAY_UPSTREAM_* policy are not used."""
-        if row.type == "mock":
-            return True
-        refusal = self.policy.refusal(effective_base_url(row.type, row.base_url))
+        kind = channel_type(row.type)
+        if kind is None or kind.local:
+            return kind is not None
+        refusal = self.policy.refusal(effective_base_url(row.type, row.base_url, row.options))
         if refusal:
             log.warning("channel skipped by upstream policy", extra={"fields": {
                 "channel_id": row.id, "reason": refusal}})
@@ -124,17 +146,24 @@ class ChannelDirectory:
         """None (and an error line) for a channel whose key cannot be decrypted: one bad
         channel must not take the others down with it."""
         try:
-            api_key = self.box.decrypt(row.api_key_enc) if row.api_key_enc else None
+            return self.config_of(row)
         except ConfigError as exc:
             log.error("channel skipped: its upstream key cannot be decrypted", extra={"fields": {
                 "channel_id": row.id, "reason": str(exc)}})
             return None
+
+    def config_of(self, row: Channel) -> ChannelConfig:
+        """A row with its secrets decrypted (ConfigError when they cannot be): also the probe's way in."""
+        api_key = self.box.decrypt(row.api_key_enc) if row.api_key_enc else None
+        credentials = json.loads(self.box.decrypt(row.credentials_enc)) if row.credentials_enc else None
         return ChannelConfig(
-            id=row.id, name=row.name, type=row.type, base_url=effective_base_url(row.type, row.base_url),
+            id=row.id, name=row.name, type=row.type,
+            base_url=effective_base_url(row.type, row.base_url, row.options),
             api_key=api_key,
             models=tuple(row.models or ()), model_map=dict(row.model_map or {}),
             priority=row.priority, weight=row.weight, timeout_s=row.timeout_s,
-            consecutive_failures=row.consecutive_failures, cooldown_until=row.cooldown_until)
+            consecutive_failures=row.consecutive_failures, cooldown_until=row.cooldown_until,
+            options=dict(row.options or {}), credentials=credentials)
 
     def candidates(self, model: str) -> list[ChannelConfig]:
         return order_candidates(self.channels(), model, utcnow(), self._rng)
