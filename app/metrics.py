@@ -23,6 +23,8 @@ TTFT = Histogram("octorelay_time_to_first_token_seconds", "Time from request to 
                  ["channel"], buckets=LATENCY_BUCKETS)
 STREAMS = Gauge("octorelay_streams_in_flight", "Streams being relayed now.", multiprocess_mode="livesum")
 CHANNEL_FAILURES = Counter("octorelay_channel_failures", "Failed upstream attempts.", ["channel", "reason"])
+UNPRICED_REQUESTS = Counter("octorelay_unpriced_requests", "Requests relayed at cost 0: their model has no price.",
+                            ["model"])
 SESSION_AFFINITY = Counter("octorelay_session_affinity",
                            "Routed requests of a known conversation: kept on its channel, new, or moved.",
                            ["outcome"])
@@ -39,7 +41,8 @@ def record_request(record) -> None:
     if record.channel_id is None:
         return
     usage = record.usage
-    for kind in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+    for kind in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                 "cache_creation_1h_input_tokens"):
         value = getattr(usage, kind)
         if value:
             TOKENS.labels(model, kind).inc(value)

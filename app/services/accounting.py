@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from ..adaptors.base import USAGE_FIELDS, Usage
+from ..adaptors.base import TOKEN_FIELDS, USAGE_FIELDS, Usage
 from peewee import DataError, IntegrityError, SqliteDatabase
 
 from ..db import db
-from ..models import ApiKey, ModelPrice, RequestLog, utcnow
+from ..models import ApiKey, RequestLog, utcnow
+from .pricing import PriceBook
 from .writer import SettlementWriter
 
 log = logging.getLogger("octorelay.accounting")
@@ -53,36 +54,7 @@ class RequestRecord:
     latency_ms: int = 0
 
 
-class PriceBook:
-    """Prices cached per process for `ttl` seconds (PUT /admin/prices applies within it)."""
-
-    def __init__(self, ttl: float = 5.0):
-        self.ttl = ttl
-        self._prices: dict[str, tuple[int, int, int, int]] = {}
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
-        self._warned: set[str] = set()
-
-    def _table(self) -> dict[str, tuple[int, int, int, int]]:
-        if time.monotonic() - self._loaded_at >= self.ttl:
-            with self._lock, db.connection_context():
-                self._prices = {p.model: (p.input, p.output, p.cache_write, p.cache_read)
-                                for p in ModelPrice.select()}
-                self._loaded_at = time.monotonic()
-        return self._prices
-
-    def cost_nanos(self, model: str | None, usage: Usage) -> int:
-        price = self._table().get(model or "")
-        if price is None:
-            if usage.total and model not in self._warned:
-                self._warned.add(model)
-                log.warning("no price for model; cost recorded as 0", extra={"fields": {"model": model}})
-            return 0
-        pico = (usage.input_tokens * price[0] + usage.output_tokens * price[1]
-                + usage.cache_creation_input_tokens * price[2] + usage.cache_read_input_tokens * price[3])
-        return (pico + 500) // 1000
-
-
+USAGE_ZERO = dict.fromkeys(USAGE_FIELDS, 0)  # rows spooled by an older version lack the newer fields
 LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
               "ttft_ms", "attempts", "client_disconnected", "latency_ms", "affinity")
 
@@ -210,7 +182,7 @@ class Ledger:
         return costs
 
     def _cost(self, row: dict) -> int:
-        usage = Usage(**{name: row[name] for name in USAGE_FIELDS})
+        usage = Usage(**{name: row.get(name, 0) for name in USAGE_FIELDS})  # spooled before an upgrade
         return self.prices.cost_nanos(row["upstream_model"] or row["model"], usage)
 
     def _prepared(self) -> tuple[str, str, tuple]:
@@ -242,9 +214,9 @@ class Ledger:
         insert, charge, (columns, converters) = self._prepared()
         values, charges = [], {}
         for row, cost in zip(rows, costs):
-            row = {**row, "cost_nanos": cost, "created_at": datetime.fromisoformat(row["created_at"])}
-            values.append(tuple(conv(row[name]) for name, conv in zip(columns, converters)))
-            tokens = sum(row[name] for name in USAGE_FIELDS)
+            row = {**USAGE_ZERO, **row, "cost_nanos": cost, "created_at": datetime.fromisoformat(row["created_at"])}
+            values.append(tuple(conv(row.get(name)) for name, conv in zip(columns, converters)))
+            tokens = sum(row.get(name, 0) for name in TOKEN_FIELDS)
             if row["key_id"] is not None and (cost or tokens):
                 total = charges.setdefault(row["key_id"], [0, 0])
                 total[0] += cost
