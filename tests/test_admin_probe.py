@@ -27,7 +27,7 @@ def test_success_sends_a_minimal_request_with_the_channel_key(admin, upstream):
 def test_a_glob_is_tested_with_a_priced_model_it_matches(admin, upstream):
     channel = anthropic_channel(admin, upstream, models=["claude-sonnet-*"])
     result = probe(admin, channel["id"])
-    assert result["ok"] and result["model"] == "claude-sonnet-4-6"
+    assert result["ok"] and result["model"] == "claude-sonnet-5-5"  # the newest priced name, never a glob price
     assert upstream.requests[0].json()["model"] == result["model"]
 
 

@@ -37,7 +37,7 @@ def probe_model(channel: Channel) -> str:
             return pattern
     if channel.model_map:
         return next(iter(channel.model_map))
-    priced = [p.model for p in ModelPrice.select(ModelPrice.model)]
+    priced = [p.model for p in ModelPrice.select(ModelPrice.model) if not GLOB_CHARS.search(p.model)]
     matching = [m for m in priced if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
     if matching:
         return max(matching, key=lambda m: (not DATED.search(m), m))
