@@ -2,7 +2,11 @@
 
 Models bind to `db` (a DatabaseProxy) at import; `open_database` picks the
 real class from the URL. SQLite runs in WAL mode with a busy timeout so
-several gunicorn workers can share one file; PostgreSQL uses a pool.
+several gunicorn workers can share one file; PostgreSQL uses a small pool
+(OCTORELAY_DB_POOL per worker): requests borrow a connection for a query and
+give it back before they wait on an upstream (`release`), so a few
+connections serve every open request, and a request that finds the pool
+empty waits a bounded time, then gets a 503.
 """
 from __future__ import annotations
 
@@ -29,6 +33,9 @@ SQLITE_PRAGMAS = {
 }
 
 
+POOL_WAIT_S = 5.0  # longest wait for a free pooled connection; then MaxConnectionsExceeded (a 503)
+
+
 def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
     """Build (but do not connect) the peewee database for `url`."""
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
@@ -52,7 +59,7 @@ def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
         params.setdefault("connect_timeout", 3)
         if pooled:
             return PooledPostgresqlDatabase(
-                name, max_connections=pool_size, stale_timeout=300, timeout=10, **params)
+                name, max_connections=pool_size, stale_timeout=300, timeout=POOL_WAIT_S, **params)
         return PostgresqlDatabase(name, **params)
     raise ConfigError(f"unsupported DATABASE_URL scheme {scheme!r}")
 
@@ -119,12 +126,23 @@ def pending_migrations(database) -> list[str]:
         return [m.name for m in Runner(database, MIGRATIONS_DIR).status() if not m.applied]
 
 
+def release() -> None:
+    """Give this thread's (greenlet's) connection back to the pool, unless a transaction holds
+    it. The relay calls this before every wait on an upstream: a request that looked up its key
+    must not sit on a connection for the minutes a stream lasts."""
+    if db.obj is not None and not db.is_closed() and not db.in_transaction():
+        db.close()
+
+
 def init_app(app, settings) -> None:
     """Bind the proxy to the configured database and close connections after each request."""
     # Requests rarely touch the database (key and channel caches, settlements batched by one
-    # writer), so a few connections serve a thousand greenlets; PostgreSQL's own limit
-    # (100 by default) must hold every worker of every instance.
-    database = open_database(settings.database_url, pool_size=min(settings.threads, 24) + 8)
+    # writer) and hold a connection only for the query, so a few serve a thousand greenlets.
+    # PostgreSQL's own limit must hold every worker of every instance: OCTORELAY_DB_POOL is
+    # small, and the start checks the budget (app/pg_budget.py). SQLite is one file on one
+    # machine: its pool only bounds open handles.
+    pool = settings.db_pool if not settings.is_sqlite else min(settings.threads, 24) + 8
+    database = open_database(settings.database_url, pool_size=pool)
     db.initialize(database)
     app.extensions["octorelay.db"] = database
 

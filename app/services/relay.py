@@ -328,11 +328,12 @@ class Relay:
         waiting get a 503 `overloaded_error`; each is settled with the usage seen so far, as on a
         client disconnect. Returns how many requests were in flight."""
         self.stopping = True
+        in_flight = len(self._in_flight)
         for transport in self.transports.values():
             abort = getattr(transport, "abort_all", None)
             if abort is not None:
                 abort()
-        return len(self._in_flight)
+        return in_flight
 
     def in_flight(self) -> int:
         """Requests routed and not yet settled."""
