@@ -321,14 +321,15 @@ def test_prices_are_editable(tab, admin):
     row.get_by_role("button", name="Save price of claude-haiku-4-5").click()
     expect(row.locator(".error")).to_contain_text("input:")
 
-    page.get_by_label("Model").fill("my-model")
+    page.get_by_label("Model", exact=True).fill("my-model")
     for label, value in [("Input", "1"), ("Output", "5"), ("Cache write", "1.25"), ("Cache read", "0.1")]:
         page.get_by_label(label, exact=True).fill(value)
     page.get_by_role("button", name="Save price", exact=True).click()
     expect(page.locator('tr[data-model="my-model"]')).to_be_visible()
     prices = {p["model"]: p for p in admin.get("/admin/prices").get_json()["data"]}
     assert prices["my-model"] == {"model": "my-model", "input": 1.0, "output": 5.0, "cache_write": 1.25,
-                                  "cache_read": 0.1}
+                                  "cache_write_1h": 2.0, "cache_read": 0.1, "web_search_per_1k": None,
+                                  "long_context": None}
     tab.screenshot("prices")
 
 

@@ -1,45 +1,130 @@
-// Prices: the price table (GET /admin/prices), each row editable in place (PUT /admin/prices/{model}).
-import { api, el, fillTable, requireSignIn, showError, withButton } from "./api.js";
+// Prices: the price table (GET /admin/prices), each row editable in place (PUT /admin/prices/{model}),
+// and the models relayed at cost 0 because no price matches them (the answer's `unpriced`).
+import { api, count, el, fillTable, requireSignIn, showError, when, withButton } from "./api.js";
 
 const signedIn = requireSignIn();
 
-const FIELDS = { input: "Input", output: "Output", cache_write: "Cache write", cache_read: "Cache read" };
+const RATES = ["input", "output", "cache_write", "cache_write_1h", "cache_read"];
+const OPTIONAL = new Set(["cache_write_1h"]);
+const LABELS = { input: "Input", output: "Output", cache_write: "Cache write", cache_write_1h: "Cache write (1 hour)",
+  cache_read: "Cache read", web_search_per_1k: "Web searches (per 1,000)" };
 const form = document.getElementById("price-form");
 const tbody = document.querySelector("#prices-table tbody");
+const unpricedSection = document.getElementById("unpriced");
+const unpricedBody = document.querySelector("#unpriced-table tbody");
 
-function numbers(inputs) {
-  const out = {};
-  for (const [name, input] of Object.entries(inputs)) {
-    if (input.value.trim() === "") throw new Error(`${FIELDS[name]}: enter a price (0 is allowed).`);
-    out[name] = Number(input.value);
+/** A number input's value; null when empty and optional. */
+function number(input, label, required, what = "a price (0 is allowed)") {
+  if (input.validity.badInput) throw new Error(`${label}: enter a number.`);
+  const text = input.value.trim();
+  if (text === "") {
+    if (required) throw new Error(`${label}: enter ${what}.`);
+    return null;
   }
-  return out;
+  return Number(text);
+}
+
+/** The tier's fields all empty: no tier (null); otherwise the threshold and four rates are needed. */
+function tierBody(inputs) {
+  if (Object.values(inputs).every((input) => input.value.trim() === "" && !input.validity.badInput)) return null;
+  const tier = { threshold_tokens: number(inputs.threshold_tokens, "Long context threshold", true, "the threshold in prompt tokens") };
+  for (const name of RATES) tier[name] = number(inputs[name], `Long context ${LABELS[name].toLowerCase()}`, !OPTIONAL.has(name));
+  return tier;
+}
+
+/** The PUT body: every field, optional ones null when empty (a PUT replaces the whole price). */
+function priceBody(inputs) {
+  const body = {};
+  for (const name of RATES) body[name] = number(inputs.rates[name], LABELS[name], !OPTIONAL.has(name));
+  body.web_search_per_1k = number(inputs.web_search_per_1k, LABELS.web_search_per_1k, false);
+  body.long_context = tierBody(inputs.tier);
+  return body;
 }
 
 function put(model, inputs) {
-  return api("PUT", `/admin/prices/${encodeURIComponent(model)}`, numbers(inputs));
+  return api("PUT", `/admin/prices/${encodeURIComponent(model)}`, priceBody(inputs));
+}
+
+/** The API reports the 1-hour rate that applies; at 2 x input it is the default, shown as empty. */
+function shown(rates, name) {
+  if (name === "cache_write_1h" && Math.abs(rates.cache_write_1h - 2 * rates.input) < 1e-9) return "";
+  return rates[name] === null || rates[name] === undefined ? "" : String(rates[name]);
+}
+
+function showPrice(inputs, price) {
+  for (const name of RATES) inputs.rates[name].value = shown(price, name);
+  inputs.web_search_per_1k.value = shown(price, "web_search_per_1k");
+  const tier = price.long_context;
+  inputs.tier.threshold_tokens.value = tier ? String(tier.threshold_tokens) : "";
+  for (const name of RATES) inputs.tier[name].value = tier ? shown(tier, name) : "";
+}
+
+function tierSummary(price) {
+  const tier = price.long_context;
+  return tier ? `above ${count(tier.threshold_tokens)}` : "none";
+}
+
+function rateInput(label, placeholder) {
+  return el("input", { type: "number", min: 0, step: "any", placeholder, "aria-label": label });
 }
 
 function row(price) {
-  const inputs = {};
-  const cells = Object.entries(FIELDS).map(([name, label]) => {
-    inputs[name] = el("input", { type: "number", min: 0, step: "any", value: price[name], "aria-label": `${label} price of ${price.model}` });
-    return el("td", {}, inputs[name]);
-  });
+  const model = price.model;
+  const inputs = { rates: {}, tier: {} };
+  for (const name of RATES) {
+    inputs.rates[name] = rateInput(`${LABELS[name]} price of ${model}`, OPTIONAL.has(name) ? "2 × input" : undefined);
+  }
+  inputs.web_search_per_1k = rateInput(`Web search price of ${model}`, "0");
+  inputs.tier.threshold_tokens = el("input", { type: "number", min: 1, step: 1, placeholder: "none",
+    "aria-label": `Long context threshold of ${model}` });
+  for (const name of RATES) {
+    inputs.tier[name] = rateInput(`Long context ${LABELS[name].toLowerCase()} rate of ${model}`,
+      OPTIONAL.has(name) ? "2 × input" : undefined);
+  }
+  showPrice(inputs, price);
+
+  const summary = el("summary", { text: tierSummary(price) });
+  const tierFields = [["threshold_tokens", "Above (prompt tokens)"], ...RATES.map((name) => [name, `Tier ${LABELS[name].toLowerCase()}`])]
+    .map(([name, text]) => el("label", {}, el("span", { text }), inputs.tier[name]));
+  const tier = el("details", { class: "tier" }, summary, el("div", { class: "tier-grid" }, ...tierFields));
+
   const error = el("span", { class: "error", role: "alert" });
   const status = el("span", { class: "success", role: "status" });
-  const save = el("button", { type: "button", class: "small", text: "Save", "aria-label": `Save price of ${price.model}` });
+  const save = el("button", { type: "button", class: "small", text: "Save", "aria-label": `Save price of ${model}` });
   save.addEventListener("click", async () => {
     status.textContent = "";
-    if (await withButton(save, error, () => put(price.model, inputs))) status.textContent = "Saved.";
+    const saved = await withButton(save, error, () => put(model, inputs));
+    if (!saved) return;
+    showPrice(inputs, saved);
+    summary.textContent = tierSummary(saved);
+    status.textContent = "Saved.";
   });
-  return el("tr", { "data-model": price.model }, el("td", { class: "mono", text: price.model }), ...cells,
-    el("td", { class: "row-actions" }, save, status, error));
+  return el("tr", { "data-model": model }, el("td", { class: "mono", text: model }),
+    ...RATES.map((name) => el("td", {}, inputs.rates[name])), el("td", {}, inputs.web_search_per_1k),
+    el("td", {}, tier), el("td", { class: "row-actions" }, save, status, error));
+}
+
+function priceIt(model) {
+  form.elements.model.value = model;
+  form.scrollIntoView({ block: "start" });
+  form.elements.input.focus();
+}
+
+function unpricedRow(item) {
+  const button = el("button", { type: "button", class: "small", text: "Price it", "aria-label": `Price it: ${item.model}` });
+  button.addEventListener("click", () => priceIt(item.model));
+  return el("tr", { "data-model": item.model }, el("td", { class: "mono", text: item.model }),
+    el("td", { class: "num", text: count(item.requests) }), el("td", { text: when(item.last_seen) }),
+    el("td", { class: "row-actions" }, button));
 }
 
 async function load() {
   try {
-    fillTable(tbody, (await api("GET", "/admin/prices")).data.map(row), "No prices.");
+    const answer = await api("GET", "/admin/prices");
+    fillTable(tbody, answer.data.map(row), "No prices.");
+    const unpriced = answer.unpriced || [];
+    fillTable(unpricedBody, unpriced.map(unpricedRow), "None.");
+    unpricedSection.hidden = unpriced.length === 0;
   } catch (error) {
     showError(document.getElementById("page-error"), error);
   }
@@ -48,11 +133,17 @@ async function load() {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const model = form.elements.model.value.trim();
-  const inputs = Object.fromEntries(Object.keys(FIELDS).map((name) => [name, form.elements[name]]));
+  const inputs = { rates: {}, tier: {}, web_search_per_1k: form.elements.web_search_per_1k };
+  for (const name of RATES) {
+    inputs.rates[name] = form.elements[name];
+    inputs.tier[name] = form.elements[`tier_${name}`];
+  }
+  inputs.tier.threshold_tokens = form.elements.tier_threshold_tokens;
   await withButton(document.getElementById("price-submit"), document.getElementById("price-form-error"), async () => {
     if (!model) throw new Error("Model: enter the model name.");
     await put(model, inputs);
     form.reset();
+    document.getElementById("price-tier").open = false;
     await load();
   });
 });
