@@ -5,7 +5,8 @@ const signedIn = requireSignIn();
 
 const DAY_MS = 86400000;
 const COLORS = ["#2f5bd3", "#e8773a", "#1a9e77", "#c2407a", "#7c5cc4", "#b59a00", "#3a9fd6", "#8c564b", "#5f6b7a"];
-const FIELDS = ["requests", "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd"];
+const FIELDS = ["requests", "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_creation_1h_input_tokens",
+  "cache_read_input_tokens", "web_search_requests", "cost_usd"];
 const pageError = document.getElementById("page-error");
 const metric = document.getElementById("metric");
 
