@@ -220,6 +220,9 @@ def unb64url(data: str) -> bytes:
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
 
 
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # what google-auth puts in `aud`, whatever token_uri
+
+
 class FakeVertex:
     """Vertex AI for one project, and the token endpoint of one service account."""
 
@@ -286,7 +289,7 @@ class FakeVertex:
         now = time.time()
         account = self.service_account
         if (header.get("alg") != "RS256" or claims.get("iss") != account["client_email"]
-                or claims.get("aud") != account["token_uri"] or not claims.get("iat", 0) - 300 <= now < claims.get("exp", 0)
+                or claims.get("aud") not in (account["token_uri"], GOOGLE_TOKEN_AUDIENCE) or not claims.get("iat", 0) - 300 <= now < claims.get("exp", 0)
                 or "https://www.googleapis.com/auth/cloud-platform" not in claims.get("scope", "").split()):
             self.refusals.append("claims")
             return json_answer({"error": "invalid_grant", "error_description": "Invalid JWT."}, 400)
