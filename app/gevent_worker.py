@@ -5,7 +5,8 @@ until its keepalive (75 s here) runs out, so every SIGTERM (a deploy, a
 scale-down) waited out the whole graceful_timeout. This one closes idle
 connections as soon as it is told to stop; a request or stream in flight
 still runs to its end (within graceful_timeout), and its connection closes
-after it, as under gthread.
+after it, as under gthread. Streams still open shortly before the grace
+runs out are ended and settled (app/shutdown.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import socket
 
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
+
+from . import shutdown
 
 
 class Worker(GeventWorker):
@@ -39,6 +42,7 @@ class Worker(GeventWorker):
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
         gevent.spawn(self._close_idle)  # out of the signal handler
+        shutdown.begin(self.wsgi, gevent.spawn)
 
     def _close_idle(self) -> None:
         for sock in list(self._open - self._busy):

@@ -1,4 +1,4 @@
-"""gunicorn settings from the environment (API.md §2). The top-level gunicorn.conf.py loads this."""
+"""gunicorn settings from the environment (docs/api.md, Running it). The top-level gunicorn.conf.py loads this."""
 import os
 import shutil
 import tempfile
@@ -10,13 +10,15 @@ _settings = settings_or_exit()  # bad configuration: one line, exit 2, before an
 wsgi_app = "app:create_app()"
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-# gevent: our subclass of gunicorn's gevent worker (a SIGTERM does not wait out idle keep-alives)
-worker_class = "app.gevent_worker.Worker" if _settings.worker_class == "gevent" else "gthread"
+# Our subclasses of gunicorn's workers: gevent's does not wait out idle keep-alives at SIGTERM;
+# both end what is still open shortly before the grace runs out (app/shutdown.py).
+worker_class = "app.gevent_worker.Worker" if _settings.worker_class == "gevent" else "app.gthread_worker.Worker"
 threads = _settings.threads
 # gevent: connections per worker; gthread: open (keep-alive) connections per worker
 worker_connections = threads if _settings.worker_class == "gevent" else max(1000, threads * 4)
 timeout = 120  # gthread heartbeat; long streams don't block it
-graceful_timeout = 60
+# SIGTERM to exit (the master SIGKILLs workers still there): below the platform's own window
+graceful_timeout = _settings.shutdown_grace_s
 keepalive = 75
 # Claude Code sends long anthropic-beta headers; allow header values up to 16 KB.
 limit_request_line = 16384
@@ -58,7 +60,14 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Write the settlements still queued before the worker goes (atexit would too; this is explicit)."""
-    app = getattr(worker, "wsgi", None)
-    relay = getattr(app, "extensions", {}).get("octorelay.relay")
-    if relay is not None:
-        relay.ledger.close()
+    from app.shutdown import flush_at_exit
+
+    flush_at_exit(getattr(worker, "wsgi", None))
+
+
+def on_starting(server):
+    """Log the PostgreSQL connection budget (workers x pool) and warn when the server cannot
+    hold it. In the master, before any worker: it must not import peewee (gevent patches later)."""
+    from app.pg_budget import check
+
+    check(_settings, workers, server.log)

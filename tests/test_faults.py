@@ -433,7 +433,7 @@ def test_invalid_json_from_an_openai_channel_is_a_502(client, admin, upstream, k
 def test_upstream_closing_mid_body_is_a_502_without_failover(client, admin, upstream, key):
     """The head said 200 and 500 bytes; 40 came, then the connection closed.
 
-    Documented behaviour (API.md §4, README): failover happens on a connect error, a timeout
+    Documented behaviour (docs/api.md, Failover and cooldown; README): failover happens on a connect error, a timeout
     before the response head, or a retryable status -- this answer had a 200 head, so the
     client gets 502 api_error from the first channel and the second is never tried.
     """
@@ -547,7 +547,7 @@ SETTLEMENT_CASES = {
 @needs_pg
 @pytest.mark.parametrize("case", list(SETTLEMENT_CASES))
 def test_settlement_during_an_outage_keeps_its_row(proxied, db_proxy, upstream, case):
-    """API.md §6: every routed request writes one log row and charges the key, however it ends.
+    """docs/api.md, Accounting: every routed request writes one log row and charges the key, however it ends.
     Here a request was admitted and served, and its settlement falls in the outage: the client
     still gets a clean answer, its concurrency slot is given back, and once the database is back
     (and the next request settles) its row and charge are there -- exactly once."""
@@ -732,13 +732,10 @@ STREAM_TOKENS = 100 + 3 + 10 + 20
 
 
 def graceful_timeout() -> float:
-    import ast
+    """gunicorn's graceful_timeout is OCTORELAY_SHUTDOWN_GRACE_S (unset here: its default)."""
+    from app.config import load_settings
 
-    tree = ast.parse((REPO / "app" / "gunicorn_config.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "graceful_timeout" for t in node.targets):
-            return float(ast.literal_eval(node.value))
-    raise AssertionError("graceful_timeout not set in app/gunicorn_config.py")
+    return float(load_settings({}, read_dotenv=False).shutdown_grace_s)
 
 
 @pytest.mark.slow

@@ -353,7 +353,7 @@ BAD_CONFIGS = {
     "bogus-worker-class": {"OCTORELAY_WORKER_CLASS": "bogus"},
     "mysql": {"DATABASE_URL": "mysql://x"},
     "threads-not-a-number": {"OCTORELAY_THREADS": "many"},
-    # API.md §2: with PostgreSQL and no OCTORELAY_SECRET_KEY, refuse to start
+    # docs/api.md, Running it: with PostgreSQL and no OCTORELAY_SECRET_KEY, refuse to start
     "postgres-without-secret": {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
                                 "OCTORELAY_SECRET_KEY": ""},
     "secret-not-fernet": {"OCTORELAY_SECRET_KEY": "not-a-fernet-key"},
@@ -472,7 +472,7 @@ def test_sigterm_is_not_held_up_by_idle_keep_alive_connections(env, procs, worke
     server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env={**server_env, "PORT": str(port)},
                    name="gunicorn")
     wait_until_serving(server, port)
-    assert f"Using worker: {'app.gevent_worker.Worker' if worker_class == 'gevent' else 'gthread'}" \
+    assert f"Using worker: app.{worker_class}_worker.Worker" \
         in server.stderr
     with requests.Session() as idle:  # keeps its connection open after the answer
         assert idle.get(url(port, "/healthz"), timeout=5).status_code == 200
