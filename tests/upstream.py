@@ -466,6 +466,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024  # a burst of hundreds of connections must queue, not be refused
 
     def __init__(self, upstream: "Upstream"):
         self.upstream = upstream
