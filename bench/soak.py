@@ -227,7 +227,7 @@ class Outcome:
 
 
 def merge_usage(into: dict, usage) -> None:
-    """API.md §6: cumulative counts; a later non-null value wins, a missing or null one never erases."""
+    """docs/api.md, Accounting: cumulative counts; a later non-null value wins, a missing or null one never erases."""
     if not isinstance(usage, dict):
         return
     for name in TOKEN_FIELDS:

@@ -18,7 +18,7 @@ SPLIT = {"cache_creation_input_tokens": 1000,
 
 
 def expected_nanos(inp, out, cw5, cw1h, cr, *, rates=(3, 15, 3.75, 6, 0.3), searches=0, per_1k=0):
-    """The formula of docs/api.md §6, in exact decimal arithmetic, as nano-dollars."""
+    """The formula of docs/api.md, Accounting, in exact decimal arithmetic, as nano-dollars."""
     from decimal import Decimal as D
 
     r_in, r_out, r_cw, r_cw1h, r_cr = (D(str(x)) for x in rates)

@@ -1,4 +1,4 @@
-"""Configuration: defaults per API.md §2, and one clear line for each bad value."""
+"""Configuration: defaults per docs/api.md (Running it), and one clear line for each bad value."""
 import pytest
 
 from app.config import ConfigError, load_settings

@@ -64,7 +64,7 @@ def examples(n: int):
                                            HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
-# The spec's status -> Anthropic error type table (API.md §3), for the errors a client can cause.
+# The status -> Anthropic error type table of docs/api.md, Errors, for the errors a client can cause.
 ERROR_TYPE = {
     400: "invalid_request_error",
     401: "authentication_error",

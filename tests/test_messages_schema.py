@@ -1,4 +1,4 @@
-"""Body checks for POST /v1/messages and /v1/messages/count_tokens (API.md §3)."""
+"""Body checks for POST /v1/messages and /v1/messages/count_tokens (docs/api.md, Body checks)."""
 from __future__ import annotations
 
 import copy
@@ -41,7 +41,7 @@ def rejected(body, *, count_tokens: bool = False) -> str:
 
 
 def claude_code_body(n_messages: int = 100, n_tools: int = 30) -> dict:
-    """Shaped like what Claude Code sends on a turn (API.md §3)."""
+    """Shaped like what Claude Code sends on a turn (docs/api.md, Body checks)."""
     tools = []
     for i in range(n_tools):
         tool = {

@@ -242,7 +242,7 @@ def test_api_usage_filters(admin, rows):
     # an offset is converted to UTC: 02:00+02:00 is midnight UTC
     resp = admin.get("/admin/usage", query_string={"until": "2025-03-02T02:00:00+02:00", "group_by": "day"})
     assert [r["day"] for r in resp.get_json()["data"]] == [DAY1]
-    # the spec's template with empty values means "no filter"
+    # the query template of docs/api.md (Usage) with empty values means "no filter"
     assert admin.get("/admin/usage?key_id=&model=&since=&until=&group_by=").get_json() == {"data": oracle(rows)}
     # group_by given twice adds up
     resp = admin.get("/admin/usage?group_by=key&group_by=day")

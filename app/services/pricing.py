@@ -1,6 +1,6 @@
 """What a request costs: the price that applies to a model and the cost formula, in integers.
 
-docs/api.md §6: cost = (input x input + 5-minute writes x cache_write + 1-hour
+docs/api.md, Accounting: cost = (input x input + 5-minute writes x cache_write + 1-hour
 writes x cache_write_1h + cache reads x cache_read + output x output) / 10^6
 + web searches x web_search_per_1k / 1000; when the prompt (input + cache
 writes + cache reads) is over a price's long-context threshold, the whole
