@@ -297,6 +297,14 @@ def test_identity_precedence():
     assert conversation_id({}, turn_body("x", 5)) == prefix  # later turns: the same prefix
     assert conversation_id({}, turn_body("y", 1)) != prefix
     assert conversation_id({}, {**turn_body("x", 1), "tools": []}) != prefix
+    # the cache breakpoint moves to the newest message each turn: the first message is the same one
+    marked = turn_body("x", 1)
+    marked["messages"][0] = {"role": "user", "content": [
+        {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}
+    unmarked = turn_body("x", 3)
+    unmarked["messages"][0] = {"role": "user", "content": [{"type": "text", "text": "x"}]}
+    assert conversation_id({}, marked) == conversation_id({}, unmarked)
+    assert conversation_id({}, marked) != conversation_id({}, {**marked, "system": "other"})
     assert scoped_key(1, MODEL, "h:a") != scoped_key(2, MODEL, "h:a") != scoped_key(1, "m", "h:a")
 
 

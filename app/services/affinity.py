@@ -63,9 +63,18 @@ def conversation_id(headers: Mapping, body: dict) -> str | None:
     first = messages[0] if isinstance(messages, list) and messages else None
     if first is None and not body.get("system"):
         return None
-    prefix = json.dumps([body.get("system"), body.get("tools"), first], separators=(",", ":"),
-                        ensure_ascii=False, sort_keys=True, default=str)
+    content = first.get("content") if isinstance(first, dict) else first
+    prefix = json.dumps([_unmarked(body.get("system")), _unmarked(body.get("tools")), _unmarked(content)],
+                        separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
     return "p:" + hashlib.blake2b(prefix.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _unmarked(blocks):
+    """Blocks without their `cache_control`: clients move the breakpoint to the newest message on
+    every turn (Claude Code does), so the first message is marked on turn 1 and not after."""
+    if not isinstance(blocks, list):
+        return blocks
+    return [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks]
 
 
 def scoped_key(key_id: int | None, model: str, conversation: str) -> str:
