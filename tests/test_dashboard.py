@@ -17,7 +17,7 @@ import pytest
 from app.models import RequestLog
 from app.web.dashboard import PAGES, SECURITY_HEADERS
 from tests.browser import browser, tab  # noqa: F401  (fixtures)
-from tests.upstream import anthropic_stream_events, error_answer, sse_answer
+from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
 
 from .conftest import ADMIN_TOKEN, SECRETS_USED, UPSTREAM_KEY, anthropic_channel, assert_error
 
@@ -287,6 +287,39 @@ def test_traffic_shows_in_the_overview_chart_and_the_logs(tab, admin, upstream, 
     expect(rows).to_have_count(2)
     expect(page.locator("#logs-count")).to_have_text("(2 of 2 fetched)")
     tab.screenshot("logs")
+
+
+def test_overview_shows_the_cache_read_share_per_channel(tab, admin, upstream, live):
+    """Two turns of one conversation on a channel that caches (the second reads what the first
+    wrote), one turn on a channel that only writes; shares from GET /admin/usage?group_by=channel."""
+    anthropic_channel(admin, upstream, name="warm", models=["claude-sonnet-*"])
+    anthropic_channel(admin, upstream, name="cold", models=["claude-haiku-*"])
+    key = admin.create_key(name="cc")
+    sdk = anthropic.Anthropic(base_url=live, api_key=key["key"], max_retries=0, timeout=10)
+    for usage in ({"input_tokens": 10, "cache_creation_input_tokens": 990, "cache_read_input_tokens": 0,
+                   "output_tokens": 5},
+                  {"input_tokens": 10, "cache_creation_input_tokens": 200, "cache_read_input_tokens": 990,
+                   "output_tokens": 5}):
+        upstream.script(json_answer(anthropic_message(model="claude-sonnet-4-6", usage=usage)))
+        sdk.messages.create(**BODY, extra_headers={"x-claude-code-session-id": "s1"})
+    upstream.script(json_answer(anthropic_message(model="claude-haiku-4-5", usage={
+        "input_tokens": 4, "cache_creation_input_tokens": 96, "cache_read_input_tokens": 0, "output_tokens": 5})))
+    sdk.messages.create(**{**BODY, "model": "claude-haiku-4-5"})
+    wait_for_rows(3)
+    assert [row.affinity for row in RequestLog.select().order_by(RequestLog.id)] == ["new", "kept", "new"]
+
+    page = signed_in(tab, "/dashboard/")
+    rows = page.locator("#cache-by-channel tbody tr")
+    expect(rows).to_have_count(2)
+    by_name = {rows.nth(i).locator("td").first.inner_text(): rows.nth(i) for i in range(2)}
+    cells = by_name["warm"].locator("td")
+    expect(cells.nth(1)).to_have_text("2")
+    expect(cells.nth(2)).to_have_text("990")
+    expect(cells.nth(3)).to_have_text("1,190")
+    expect(cells.nth(4)).to_have_text("20")
+    expect(cells.nth(5)).to_have_text("45.0 %")  # 990 / (20 + 1,190 + 990)
+    expect(by_name["cold"].locator("td").nth(5)).to_have_text("0.0 %")
+    tab.screenshot("overview-cache")
 
 
 def test_names_render_as_text_never_as_markup(tab, admin, upstream, live):

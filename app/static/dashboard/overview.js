@@ -1,4 +1,5 @@
-// Overview: totals for today and 30 days, a per-day chart stacked by model, top keys by spend.
+// Overview: totals for today and 30 days, a per-day chart stacked by model, the prompt cache's
+// read share per channel, top keys by spend.
 import { api, count, el, fillTable, requireSignIn, showError, tokensOf, usd } from "./api.js";
 
 const signedIn = requireSignIn();
@@ -80,6 +81,32 @@ async function showTopKeys() {
   fillTable(document.querySelector("#top-keys tbody"), rows, "No spend in the last 30 days.");
 }
 
+// The part of a row's input tokens that was read from the prompt cache; null without input.
+function cacheReadShare(row) {
+  const input = row.input_tokens + row.cache_creation_input_tokens + row.cache_read_input_tokens;
+  return input ? row.cache_read_input_tokens / input : null;
+}
+
+async function showCacheByChannel() {
+  const [usage, channels] = await Promise.all([
+    api("GET", `/admin/usage?group_by=channel&since=${days[0]}`),
+    api("GET", "/admin/channels"),
+  ]);
+  const byId = new Map(channels.data.map((channel) => [channel.id, channel]));
+  const rows = usage.data.filter((row) => row.channel_id !== null).map((row) => {
+    const channel = byId.get(row.channel_id);
+    const share = cacheReadShare(row);
+    return el("tr", {},
+      el("td", { text: channel ? channel.name : `channel ${row.channel_id} (deleted)` }),
+      el("td", { class: "num", text: count(row.requests) }),
+      el("td", { class: "num", text: count(row.cache_read_input_tokens) }),
+      el("td", { class: "num", text: count(row.cache_creation_input_tokens) }),
+      el("td", { class: "num", text: count(row.input_tokens) }),
+      el("td", { class: "num", text: share === null ? "—" : `${(share * 100).toFixed(1)} %` }));
+  });
+  fillTable(document.querySelector("#cache-by-channel tbody"), rows, "No requests reached a channel in the last 30 days.");
+}
+
 async function load() {
   try {
     daily = (await api("GET", `/admin/usage?group_by=day,model&since=${days[0]}`)).data;
@@ -87,7 +114,7 @@ async function load() {
     showTotals("month", daily);
     drawChart();
     showDailyTable();
-    await showTopKeys();
+    await Promise.all([showCacheByChannel(), showTopKeys()]);
   } catch (error) {
     showError(pageError, error);
   }
