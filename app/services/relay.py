@@ -91,6 +91,7 @@ class Relay:
         call.key.check_model(call.model)
         self._refuse_unpriced(call)
         admission = self.limiter.admit(call.key, self._worst_case(call))
+        release_db()  # a budgeted key's fresh totals were just read: hold the connection no longer
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
         self._in_flight[id(record)] = record
         try:
