@@ -7,14 +7,17 @@ once, however it ends.
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
 from ..adaptors import Usage, estimate_input_tokens, estimate_tokens
 from ..adaptors.anthropic import AnthropicAdaptor
+from ..adaptors.message_events import message_events
 from ..channel_types import channel_type
 from ..db import release as release_db
 from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
@@ -98,6 +101,8 @@ class Relay:
             opened = self._open(call, record)
             if isinstance(opened, Reply):
                 reply = self._finish_error(record, admission, opened)
+            elif call.stream and _answered_json(opened.upstream):  # a message where events were asked for
+                reply = self._complete(record, admission, opened, as_events=True)
             elif call.stream:
                 reply = Reply(200, _stream_headers(opened.upstream),
                               PrimedStream(self._stream(record, admission, opened)))
@@ -219,6 +224,8 @@ class Relay:
                 self.directory.record_success(channel)
                 return _Opened(channel, adaptor, upstream)
             last = self._upstream_error(adaptor, upstream, call.request_id)
+            if upstream.status in (401, 403):  # the channel's own key was refused, not the client's
+                last = _credentials_refused(channel, last, call.request_id)
             if not retryable(upstream.status):
                 return last
             self.directory.record_failure(channel, f"http_{upstream.status}")
@@ -241,12 +248,13 @@ class Relay:
         finally:
             upstream.close()
         status, body = adaptor.translate_error(upstream.status, raw)
-        if not body:
-            body = json.dumps(error_body(error_type_for(status), f"upstream answered {status}",
+        headers = _json_headers(upstream)
+        if not _anthropic_error(body):  # an nginx page, a gateway's own shape, nothing at all
+            body = json.dumps(error_body(error_type_for(status), _upstream_text(status, body),
                                          request_id)).encode()
+            headers["content-type"] = "application/json"
         elif not isinstance(adaptor, AnthropicAdaptor):  # a translated body: give it our request id
             body = _with_request_id(body, request_id)
-        headers = _json_headers(upstream)
         if "retry-after" in {k.lower() for k in upstream.headers}:
             headers["retry-after"] = _header(upstream.headers, "retry-after")
         return Reply(status, headers, body, _error_type_of(body, status))
@@ -258,7 +266,10 @@ class Relay:
         self._settle(record, admission)
         return reply
 
-    def _complete(self, record: RequestRecord, admission: Admission, opened: _Opened) -> Reply:
+    def _complete(self, record: RequestRecord, admission: Admission, opened: _Opened,
+                  as_events: bool = False) -> Reply:
+        """A whole answer; `as_events`: the client asked for a stream, so it gets the events
+        Anthropic would have sent for this message (billed from its usage all the same)."""
         release_db()
         try:
             raw = opened.upstream.read()
@@ -273,8 +284,11 @@ class Relay:
         record.usage = usage
         record.status = opened.upstream.status
         record.ttft_ms = _ms_since(record.started)
+        reply = Reply(opened.upstream.status, _json_headers(opened.upstream), body)
+        if as_events:
+            reply = _as_event_stream(reply, record)
         self._settle(record, admission)
-        return Reply(opened.upstream.status, _json_headers(opened.upstream), body)
+        return reply
 
     def _stream(self, record: RequestRecord, admission: Admission, opened: _Opened) -> Iterator[bytes]:
         """Forward each chunk as it arrives; the finally settles on every ending."""
@@ -382,6 +396,73 @@ class PrimedStream:
         self._gen.close()
 
 
+def _anthropic_error(body: bytes) -> bool:
+    """Anthropic's error shape: {"type": "error", "error": {"type": str, "message": str}, ...}."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return (payload.get("type") == "error" and isinstance(error, dict)
+            and isinstance(error.get("type"), str) and isinstance(error.get("message"), str))
+
+
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
+UPSTREAM_TEXT_MAX = 300
+
+
+def _upstream_text(status: int, body: bytes) -> str:
+    """What the upstream said, fit for a message: a JSON error's message if it has one, else its
+    text without markup, whitespace folded, cut short."""
+    text = body.decode("utf-8", "replace")
+    try:
+        payload = json.loads(text)
+        if isinstance(payload, dict):
+            error = payload.get("error")
+            found = (error.get("message") if isinstance(error, dict) else error) or payload.get("message") \
+                or payload.get("detail")
+            if isinstance(found, str):
+                text = found
+    except ValueError:
+        pass
+    text = " ".join(html.unescape(_TAGS.sub(" ", text)).split())
+    if len(text) > UPSTREAM_TEXT_MAX:
+        text = text[:UPSTREAM_TEXT_MAX - 1] + "…"
+    return f"upstream answered {status}: {text}" if text else f"upstream answered {status}"
+
+
+def _credentials_refused(channel: ChannelConfig, refused: Reply, request_id: str) -> Reply:
+    """An upstream 401/403 blames the channel's credentials: the client's key was fine, so it must
+    not see an authentication error (it would suspect its own key)."""
+    log.warning("upstream refused the channel's credentials", extra={"fields": {
+        "channel_id": channel.id, "status": refused.status, "upstream_error_type": refused.error_type}})
+    message = (f"the upstream refused the credentials of channel {channel.id} ({refused.status} "
+               f"{refused.error_type}); your API key was accepted: an operator must fix the channel")
+    body = json.dumps(error_body("api_error", message, request_id)).encode()
+    return Reply(502, {"content-type": "application/json"}, body, "api_error")
+
+
+def _answered_json(upstream: UpstreamResponse) -> bool:
+    return (_header(upstream.headers, "content-type") or "").lower().startswith("application/json")
+
+
+def _as_event_stream(reply: Reply, record: RequestRecord) -> Reply:
+    """The message in `reply` as Anthropic's events; a body that is no message is the upstream's
+    fault (502), never an empty 200 stream."""
+    try:
+        message = json.loads(reply.body)
+        if not (isinstance(message, dict) and message.get("type") == "message"):
+            raise ValueError("not a message")
+        events = b"".join(frame(name, payload) for name, payload in message_events(message))
+    except (ValueError, TypeError, AttributeError):
+        record.status, record.error_type = 502, "api_error"
+        body = json.dumps(error_body("api_error", "the upstream answered a streaming request with a body "
+                                     "that is neither an event stream nor a message", record.request_id))
+        return Reply(502, {"content-type": "application/json"}, body.encode(), "api_error")
+    headers = {k: v for k, v in reply.headers.items() if k != "content-type"}
+    return Reply(200, {**_stream_headers_plain(), **headers}, events)
+
+
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
@@ -401,9 +482,13 @@ def _json_headers(upstream: UpstreamResponse) -> dict:
     return out
 
 
+def _stream_headers_plain() -> dict:
+    return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+            "x-accel-buffering": "no"}
+
+
 def _stream_headers(upstream: UpstreamResponse) -> dict:
-    out = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
-           "x-accel-buffering": "no"}
+    out = _stream_headers_plain()
     upstream_id = _header(upstream.headers, "request-id")
     if upstream_id:
         out["upstream-request-id"] = upstream_id

@@ -1,0 +1,110 @@
+"""What an `anthropic` upstream may answer that Anthropic would not, as the client sees it through
+the official SDK: a JSON message to a streamed request, a refused channel key, and error bodies
+that are not Anthropic's shape (issue 18, items 3, 5, 6)."""
+import anthropic
+import pytest
+
+from app.models import ApiKey, RequestLog
+from tests.upstream import anthropic_message, body_answer, error_answer, json_answer
+
+from .conftest import anthropic_channel, assert_error, wait_for_row
+
+BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def key(admin):
+    return admin.create_key(name="k")
+
+
+def sdk(live, key, **kwargs):
+    return anthropic.Anthropic(api_key=key["key"], base_url=live, max_retries=0, **kwargs)
+
+
+def test_a_json_answer_to_a_stream_reaches_the_sdk_as_events_and_is_billed(live, admin, upstream, key):
+    anthropic_channel(admin, upstream)
+    content = [{"type": "thinking", "thinking": "let me see", "signature": "EqQBCgIYAh=="},
+               {"type": "text", "text": "Paris is the capital."},
+               {"type": "tool_use", "id": "toolu_01", "name": "lookup", "input": {"city": "Paris", "n": [1, 2]}}]
+    usage = {"input_tokens": 40, "output_tokens": 17, "cache_read_input_tokens": 300,
+             "cache_creation_input_tokens": 0}
+    upstream.script(json_answer(anthropic_message(content=content, usage=usage, stop_reason="tool_use")))
+    with sdk(live, key).messages.stream(**BODY) as stream:
+        texts = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert "".join(texts) == "Paris is the capital."
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
+    assert final.content[0].signature == "EqQBCgIYAh==" and final.content[0].thinking == "let me see"
+    assert final.content[2].input == {"city": "Paris", "n": [1, 2]}
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens, final.usage.cache_read_input_tokens) == (40, 17, 300)
+    row = wait_for_row()
+    assert (row.status, row.stream, row.input_tokens, row.output_tokens, row.cache_read_input_tokens) == \
+        (200, True, 40, 17, 300)
+    assert row.cost_nanos > 0 and ApiKey.get_by_id(key["id"]).used_nanos == row.cost_nanos
+
+
+def test_a_stream_answered_with_json_that_is_no_message_is_a_502(client, admin, upstream, key):
+    anthropic_channel(admin, upstream)
+    upstream.script(json_answer({"hello": "world"}))
+    resp = client.post("/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": key["key"]})
+    assert_error(resp, 502, "api_error", contains="neither an event stream nor a message")
+    assert RequestLog.get().status == 502
+
+
+@pytest.mark.parametrize("status, error_type", [(401, "authentication_error"), (403, "permission_error")])
+def test_a_refused_channel_key_is_a_502_that_does_not_blame_the_client(live, admin, upstream, key, status,
+                                                                         error_type):
+    channel = anthropic_channel(admin, upstream)
+    upstream.script(error_answer(status, error_type, "invalid x-api-key"))
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        sdk(live, key).messages.create(**BODY)
+    error = caught.value
+    assert not isinstance(error, (anthropic.AuthenticationError, anthropic.PermissionDeniedError))
+    assert error.status_code == 502 and error.body["error"]["type"] == "api_error"
+    message = error.body["error"]["message"]
+    assert f"channel {channel['id']}" in message and "your API key was accepted" in message
+    row = RequestLog.get()
+    assert (row.status, row.error_type, row.channel_id) == (502, "api_error", channel["id"])
+
+
+def test_a_refused_channel_key_still_fails_over(client, admin, upstream, key):
+    anthropic_channel(admin, upstream, name="bad-key", priority=10)
+    anthropic_channel(admin, upstream, name="good")
+    upstream.script(error_answer(401, "authentication_error", "invalid x-api-key"), json_answer(anthropic_message()))
+    resp = client.post("/v1/messages", json=BODY, headers={"x-api-key": key["key"]})
+    assert resp.status_code == 200 and RequestLog.get().attempts == 2
+
+
+@pytest.mark.parametrize("answer, status, error_type, said", [
+    (lambda: body_answer("<html><head><style>p{}</style></head><body><h1>502 Bad Gateway</h1>"
+                         "<hr><center>nginx</center></body></html>", status=502, content_type="text/html"),
+     502, "api_error", "upstream answered 502: 502 Bad Gateway nginx"),
+    (lambda: json_answer({"error": {"message": "Rate limit reached for requests", "type": "requests",
+                                    "code": "rate_limit_exceeded"}}, status=429),
+     429, "rate_limit_error", "upstream answered 429: Rate limit reached for requests"),
+    (lambda: body_answer("", status=503), 503, "overloaded_error", "upstream answered 503"),
+    (lambda: body_answer("x" * 5000, status=400), 400, "invalid_request_error", "upstream answered 400: xxx"),
+])
+def test_error_bodies_not_in_anthropics_shape_are_wrapped(live, admin, upstream, key, answer, status,
+                                                           error_type, said):
+    anthropic_channel(admin, upstream)
+    upstream.script(answer())
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        sdk(live, key).messages.create(**BODY)
+    error = caught.value
+    assert error.status_code == status
+    assert error.response.headers["content-type"].startswith("application/json")
+    body = error.body
+    assert body["type"] == "error" and body["error"]["type"] == error_type
+    assert body["request_id"] == error.response.headers["request-id"]
+    message = body["error"]["message"]
+    assert message.startswith(said) and "<" not in message and len(message) < 400
+
+
+def test_anthropic_error_bodies_still_pass_through_unchanged(client, admin, upstream, key):
+    anthropic_channel(admin, upstream)
+    answer = error_answer(400, "invalid_request_error", "messages: roles must alternate")
+    upstream.script(answer)
+    resp = client.post("/v1/messages", json=BODY, headers={"x-api-key": key["key"]})
+    assert resp.status_code == 400 and resp.get_data() == answer.body
