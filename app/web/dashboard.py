@@ -29,7 +29,19 @@ SECURITY_HEADERS = {
 def _render(template: str, page: str, title: str):
     if not current_app.config["OCTORELAY"].admin_token:
         return render_template("dashboard/setup.html", page=None, title="Set an admin token", pages=PAGES)
-    return render_template(template, page=page, title=title, pages=PAGES)
+    return render_template(template, page=page, title=title, pages=PAGES, **_channel_form())
+
+
+def _channel_form() -> dict:
+    """The channel form's type list and per-type fields, from the type registry (no data, no secrets)."""
+    from ..channel_types import CHANNEL_TYPES
+
+    types = [t.public() for t in CHANNEL_TYPES.values()]
+    option_fields: dict[str, str] = {}
+    for t in types:
+        for option in t["options"]:
+            option_fields.setdefault(option["name"], option["help"])
+    return {"channel_types": types, "option_fields": option_fields}
 
 
 def _page_view(page: str, title: str):

@@ -1,4 +1,5 @@
-// Channels: list with health; add, edit (the upstream key is write-only), enable/disable, test, delete.
+// Channels: list with health; add, edit (the upstream key and credentials are write-only), enable/disable,
+// test, delete. Which fields a type takes comes from the type registry, rendered into the <select>'s options.
 import { api, confirmDialog, el, loadTable, numberOrNull, requireSignIn, showError, splitList, when, withButton } from "./api.js";
 
 const signedIn = requireSignIn();
@@ -21,6 +22,49 @@ function parseMap(text) {
   return out;
 }
 
+function selectedType() {
+  const option = form.elements.type.selectedOptions[0];
+  return {
+    apiKey: option.dataset.apiKey,
+    options: option.dataset.options ? option.dataset.options.split(" ") : [],
+    credentials: Boolean(option.dataset.credentials),
+    credentialsHelp: option.dataset.credentialsHelp,
+    baseUrlHint: option.dataset.baseUrlHint,
+    local: Boolean(option.dataset.local),
+  };
+}
+
+function showTypeFields() {
+  const type = selectedType();
+  for (const field of form.querySelectorAll("[data-option-field]")) {
+    field.hidden = !type.options.includes(field.dataset.optionField);
+  }
+  document.getElementById("ch-credentials-field").hidden = !type.credentials;
+  document.getElementById("ch-credentials-hint").textContent = type.credentialsHelp;
+  document.getElementById("ch-api-key-field").hidden = type.apiKey === "unused";
+  document.getElementById("ch-base-url-field").hidden = type.local;
+  document.getElementById("ch-base-url-hint").textContent = type.baseUrlHint;
+}
+
+function typeFields(out) {
+  const type = selectedType();
+  const options = {};
+  for (const name of type.options) {
+    const value = form.querySelector(`[data-option="${name}"]`).value.trim();
+    if (value) options[name] = value;
+  }
+  if (type.options.length || editing) out.options = options; // a type change clears the old type's options
+  const credentials = form.elements.credentials.value.trim();
+  if (type.credentials && credentials) { // write-only: sent when typed, never read back
+    try {
+      out.credentials = JSON.parse(credentials);
+    } catch {
+      throw new Error("Credentials: not valid JSON.");
+    }
+  }
+  if (type.apiKey === "unused") delete out.api_key;
+}
+
 function fields() {
   const els = form.elements;
   const out = {
@@ -38,6 +82,7 @@ function fields() {
   const secret = els.api_key.value;
   if (secret) out.api_key = secret; // write-only: sent when typed, never read back
   if (!editing && out.base_url === null) delete out.base_url;
+  typeFields(out);
   return out;
 }
 
@@ -48,10 +93,18 @@ function setMode(channel) {
   document.getElementById("channel-form-title").textContent = channel ? `Edit channel “${channel.name}”` : "Add a channel";
   submit.textContent = channel ? "Save changes" : "Add channel";
   cancel.hidden = !channel;
-  if (!channel) return;
+  if (!channel) {
+    showTypeFields();
+    return;
+  }
   const els = form.elements;
   els.name.value = channel.name;
   els.type.value = channel.type;
+  showTypeFields();
+  for (const [name, value] of Object.entries(channel.options ?? {})) {
+    const input = form.querySelector(`[data-option="${name}"]`);
+    if (input) input.value = value;
+  }
   els.base_url.value = channel.base_url ?? "";
   els.models.value = channel.models.join(", ");
   els.model_map.value = Object.entries(channel.model_map).map(([k, v]) => `${k}=${v}`).join("\n");
@@ -112,9 +165,10 @@ function row(channel) {
   const mapped = Object.keys(channel.model_map).length;
   return el("tr", { "data-channel-id": channel.id },
     el("td", { text: channel.name }),
-    el("td", { text: channel.type }),
+    el("td", { text: channel.type + (Object.keys(channel.options ?? {}).length
+      ? ` (${Object.values(channel.options).join(", ")})` : "") }),
     el("td", { class: "mono", text: channel.base_url ?? "—" }),
-    el("td", { class: "mono", text: channel.api_key ?? "none" }),
+    el("td", { class: "mono", text: channel.api_key ?? (channel.credentials ? "credentials set" : "none") }),
     el("td", { text: channel.models.join(", ") + (mapped ? ` (+${mapped} mapped)` : "") }),
     el("td", { class: "num", text: `${channel.priority} / ${channel.weight}` }),
     el("td", {}, ...health(channel)),
@@ -137,4 +191,6 @@ form.addEventListener("submit", async (event) => {
   });
 });
 cancel.addEventListener("click", () => setMode(null));
+form.elements.type.addEventListener("change", showTypeFields);
+showTypeFields();
 if (signedIn) load();
