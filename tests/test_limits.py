@@ -233,3 +233,21 @@ def test_limit_store_down(dead_redis_app, upstream, fail_open):
     assert ready.status_code == 503 and ready.get_json()["checks"]["redis"].startswith("error")
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'octorelay_limit_store_errors_total{during="admit"}' in metrics
+
+
+def test_redis_leases_use_redis_clock_not_the_clients(redis_url, monkeypatch):
+    """An instance whose clock is an hour behind must not take or renew leases that the others
+    see as already expired (lease expiries are computed from Redis' TIME)."""
+    import redis
+
+    import app.services.limiter as limiter_module
+
+    client = redis.Redis.from_url(redis_url)
+    name = f"octorelay:test-skew:{time.monotonic_ns()}"
+    behind, ahead = RedisLeases(client), RedisLeases(client)
+    real = time.time
+    monkeypatch.setattr(limiter_module.time, "time", lambda: real() - 3600)  # every client call sees it
+    assert behind.acquire(name, 1, "slow-clock", 1, ttl=5)
+    behind.refresh(name, "slow-clock", ttl=5)
+    monkeypatch.setattr(limiter_module.time, "time", lambda: real() + 3600)
+    assert not ahead.acquire(name, 1, "fast-clock", 1, ttl=5)  # the slot is held, whatever the clocks say

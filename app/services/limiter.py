@@ -84,11 +84,17 @@ class MemoryLeases:
             self._leases.get(name, {}).pop(lease, None)
 
 
+# Expiries are on Redis' own clock (TIME), never a client's: instances with skewed clocks
+# must agree on which leases are live.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
 # KEYS[1]: zset lease -> expiry; KEYS[2]: hash lease -> weight.
-# ARGV: now, capacity (-1: take unconditionally), lease, weight, ttl.
+# ARGV: unused, capacity (-1: take unconditionally), lease, weight, ttl.
 # Returns -1 when refused, else the weight the other live leases hold.
-_ACQUIRE = """
-local now = tonumber(ARGV[1])
+_ACQUIRE = _NOW + """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 for _, lease in ipairs(expired) do
   redis.call('ZREM', KEYS[1], lease)
@@ -106,6 +112,15 @@ redis.call('EXPIRE', KEYS[2], math.ceil(ttl) + 1)
 return total
 """
 
+# KEYS as above; ARGV: lease, ttl. Renews a lease that is still held.
+_REFRESH = _NOW + """
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
+redis.call('EXPIRE', KEYS[2], math.ceil(ttl) + 1)
+return 1
+"""
+
 
 class RedisLeases:
     """Weighted leases shared by every worker: checked and taken in one Lua script."""
@@ -113,6 +128,7 @@ class RedisLeases:
     def __init__(self, client):
         self._client = client
         self._acquire = client.register_script(_ACQUIRE)
+        self._refresh = client.register_script(_REFRESH)
 
     def acquire(self, name: str, capacity: int, lease: str, weight: int, ttl: float) -> bool:
         return self._run(name, capacity, lease, weight, ttl) >= 0
@@ -121,14 +137,10 @@ class RedisLeases:
         return self._run(name, -1, lease, weight, ttl)
 
     def _run(self, name: str, capacity: int, lease: str, weight: int, ttl: float) -> int:
-        return int(self._acquire(keys=[name, name + ":w"], args=[time.time(), capacity, lease, weight, ttl]))
+        return int(self._acquire(keys=[name, name + ":w"], args=[0, capacity, lease, weight, ttl]))
 
     def refresh(self, name: str, lease: str, ttl: float) -> None:
-        pipe = self._client.pipeline()
-        pipe.zadd(name, {lease: time.time() + ttl}, xx=True)
-        pipe.expire(name, math.ceil(ttl) + 1)
-        pipe.expire(name + ":w", math.ceil(ttl) + 1)
-        pipe.execute()
+        self._refresh(keys=[name, name + ":w"], args=[lease, ttl])
 
     def release(self, name: str, lease: str) -> None:
         pipe = self._client.pipeline()
