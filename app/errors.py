@@ -49,6 +49,12 @@ class RequestTooLarge(RelayError):
     error_type = "request_too_large"
 
 
+class UnsupportedEncoding(RelayError):
+    """A request body in a `content-encoding` the relay does not decode."""
+    status = 415
+    error_type = "invalid_request_error"
+
+
 class RateLimited(RelayError):
     status = 429
     error_type = "rate_limit_error"

@@ -17,6 +17,7 @@ from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 from ..errors import InvalidRequest, RelayError, RequestTooLarge, error_body, error_type_for
+from .encodings import check_encoding, decode_body
 
 access_log = logging.getLogger("octorelay.access")
 error_log = logging.getLogger("octorelay.error")
@@ -50,24 +51,29 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> Respo
 
 
 def read_body() -> bytes:
-    """The body, refusing more than the limit whether or not a Content-Length was sent.
+    """The body, decoded from its content-encoding, refusing more than the limit whether or
+    not a Content-Length was sent, and whether or not it came compressed.
 
     With a Content-Length werkzeug refuses an oversized body before reading it;
     a chunked body has none, and werkzeug would silently cut it at the limit.
     Broken framing (bad chunk sizes, a client gone mid-body) is the client's 400.
+    A gzip or deflate body counts at its decoded size (encodings.py); what the
+    relay checks and forwards is the decoded bytes, never the encoded ones.
     """
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    coding = check_encoding(request.headers.get("content-encoding"))  # before reading: a 415
     try:
         if request.content_length is not None:
-            return request.get_data(cache=False)
-        data = request.environ["wsgi.input"].read(limit + 1)
+            data = request.get_data(cache=False)
+        else:
+            data = request.environ["wsgi.input"].read(limit + 1)
     except HTTPException:
         raise
     except Exception:
         raise InvalidRequest("the request body could not be read (broken framing?)") from None
     if len(data) > limit:
         raise RequestTooLarge(f"request body too large (limit {limit} bytes)")
-    return data
+    return decode_body(data, coding, limit)
 
 
 def error_response(status: int, error_type: str, message: str, headers: dict | None = None) -> Response:
