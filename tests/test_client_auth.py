@@ -1,5 +1,4 @@
 """Client auth on /v1/*: both header styles, and 401 for every kind of bad key."""
-import time
 
 import pytest
 
@@ -32,26 +31,42 @@ def test_missing_or_unknown_keys_are_401(client, key, headers, message):
     assert_error(client.get("/v1/models", headers=headers), 401, "authentication_error", contains=message)
 
 
-def _wait_for_401(client, raw, contains, deadline_s=2.0):
-    """Changes must reach every worker within 2 s (the key cache's age bound)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        resp = client.get("/v1/models", headers={"x-api-key": raw})
-        if resp.status_code == 401 or time.monotonic() > deadline:
-            return assert_error(resp, 401, "authentication_error", contains=contains)
-        time.sleep(0.05)
-
-
-def test_revoked_key_is_refused_within_2s(client, admin, key):
+def test_revoked_key_is_refused_by_the_next_request(client, admin, key):
     assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200  # cached now
     admin.delete(f"/admin/keys/{key['id']}")
-    _wait_for_401(client, key["key"], "revoked")
+    assert_error(client.get("/v1/models", headers={"x-api-key": key["key"]}), 401, "authentication_error",
+                 contains="revoked")
 
 
-def test_disabled_key_is_refused_within_2s(client, admin, key):
+def test_disabled_key_is_refused_by_the_next_request(client, admin, key):
     assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
     admin.patch(f"/admin/keys/{key['id']}", json={"enabled": False})
-    _wait_for_401(client, key["key"], "disabled")
+    assert_error(client.get("/v1/models", headers={"x-api-key": key["key"]}), 401, "authentication_error",
+                 contains="disabled")
+
+
+def test_an_unknown_key_repeated_costs_one_lookup(client, admin, key):
+    """A client stuck with a wrong key must not cost a database read per request; a key created
+    afterwards still works at once."""
+    import logging
+
+    wrong = "sk-octo-" + "x" * 43
+    selects = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: selects.append(str(record.msg)) if "api_key" in str(record.msg) else None
+    peewee_log = logging.getLogger("peewee")
+    old_level = peewee_log.level
+    peewee_log.addHandler(handler)
+    peewee_log.setLevel(logging.DEBUG)
+    try:
+        for _ in range(20):
+            assert client.get("/v1/models", headers={"x-api-key": wrong}).status_code == 401
+    finally:
+        peewee_log.removeHandler(handler)
+        peewee_log.setLevel(old_level)
+    assert len([q for q in selects if q.startswith("('SELECT")]) == 1, selects
+    fresh = admin.create_key(name="new")
+    assert client.get("/v1/models", headers={"x-api-key": fresh["key"]}).status_code == 200
 
 
 def test_expired_key_is_refused(client, admin):

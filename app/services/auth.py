@@ -56,13 +56,20 @@ class KeySnapshot:
 
 
 class KeyCache:
-    """hash -> (snapshot, fetched_at, change version); bounded in age and in size."""
+    """hash -> (snapshot, fetched_at, change version); bounded in age and in size.
 
-    def __init__(self, ttl: float = 1.0, max_entries: int = 10_000, feed: ChangeFeed | None = None):
+    Unknown keys are remembered too (for `miss_ttl` seconds, or until the next admin write), so
+    a client retrying with a wrong key costs no database read per request.
+    """
+
+    def __init__(self, ttl: float = 1.0, max_entries: int = 10_000, feed: ChangeFeed | None = None,
+                 miss_ttl: float = 30.0):
         self.ttl = ttl
+        self.miss_ttl = miss_ttl
         self.max_entries = max_entries
         self.feed = feed or ChangeFeed()
         self._entries: dict[str, tuple[KeySnapshot, float, int]] = {}
+        self._misses: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
     def lookup(self, key_hash: str) -> KeySnapshot | None:
@@ -71,9 +78,16 @@ class KeyCache:
         hit = self._entries.get(key_hash)
         if hit is not None and now - hit[1] < self.ttl and hit[2] == version:
             return hit[0]
+        miss = self._misses.get(key_hash)
+        if miss is not None and now - miss[0] < self.miss_ttl and miss[1] == version:
+            return None
         row = ApiKey.get_or_none(ApiKey.key_hash == key_hash)
         if row is None or not hmac.compare_digest(row.key_hash, key_hash):
-            self._entries.pop(key_hash, None)
+            with self._lock:
+                self._entries.pop(key_hash, None)
+                if len(self._misses) >= self.max_entries:
+                    self._misses.clear()
+                self._misses[key_hash] = (now, version)
             return None
         snapshot = KeySnapshot.of(row)
         if self.ttl > 0:
@@ -85,6 +99,7 @@ class KeyCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._misses.clear()
 
 
 def key_from_headers(headers) -> str | None:
