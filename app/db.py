@@ -49,7 +49,7 @@ def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
         if pooled and path not in ("", ":memory:"):
             return PooledSqliteDatabase(
                 path, pragmas=SQLITE_PRAGMAS, max_connections=pool_size,
-                stale_timeout=300, timeout=10, check_same_thread=False, **params)
+                stale_timeout=300, timeout=POOL_WAIT_S, check_same_thread=False, **params)
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, **params)
     if scheme in ("postgres", "postgresql"):
         if _under_gevent():

@@ -16,7 +16,7 @@ from app.pg_budget import Limits, assess
 from app.upstream.sse import SSEParser
 from tests.upstream import anthropic_message, anthropic_stream_events, hang_answer, json_answer, sse_answer
 
-from .conftest import anthropic_channel, settled
+from .conftest import Admin, anthropic_channel, settled
 
 START = {"input_tokens": 300, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 40,
          "output_tokens": 1}
@@ -153,3 +153,42 @@ def test_budget_warns_when_the_connections_open_now_leave_no_room():
 def test_superusers_ignore_database_and_role_limits():
     assert Limits(max_connections=100, reserved=3, database_limit=10, role_limit=5, superuser=True).allowed == 100
     assert Limits(max_connections=100, reserved=3, database_limit=60, role_limit=40).allowed == 40
+
+
+def test_an_exhausted_pool_answers_503_overloaded_after_a_bounded_wait(env, monkeypatch):
+    from app import create_app
+    from app.db import upgrade
+
+    monkeypatch.setattr("app.db.POOL_WAIT_S", 1)
+    app = create_app({**env, "OCTORELAY_DB_POOL": "2"})
+    upgrade(db.obj)
+    try:
+        client = app.test_client()
+        key = Admin(client).create_key(name="k")
+        app.extensions["octorelay.key_cache"].clear()
+        size = db.obj._max_connections  # OCTORELAY_DB_POOL on PostgreSQL; SQLite keeps its own
+        holding, release = threading.Barrier(size + 1, timeout=10), threading.Event()
+
+        def hold():  # a connection checked out and kept, per thread
+            db.connect(reuse_if_open=True)
+            holding.wait()
+            release.wait(10)
+            db.close()
+
+        holders = [threading.Thread(target=hold) for _ in range(size)]
+        for thread in holders:
+            thread.start()
+        holding.wait()
+        started = time.monotonic()
+        resp = client.get("/v1/models", headers={"x-api-key": key["key"]})
+        waited = time.monotonic() - started
+        release.set()
+        for thread in holders:
+            thread.join(10)
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+        assert resp.get_json()["error"]["type"] == "overloaded_error"
+        assert 0.9 < waited < 4
+        assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
+    finally:
+        app.extensions["octorelay.relay"].ledger.close()
+        db.obj.close_all()
