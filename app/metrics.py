@@ -3,7 +3,8 @@
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set before workers fork (see
 gunicorn_config.py), so every worker writes its own files and /metrics
 reports the sum. Labels never carry keys or free text from clients: the
-model label is only set once a channel was found for it.
+model label is a model some channel names exactly or some price matches,
+"other" for anything else a glob channel accepted.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ LIMIT_STORE_ERRORS = Counter("octorelay_limit_store_errors", "Rate-limit store (
 def record_request(record) -> None:
     """An on_settled hook: `record` is a settled services.accounting.RequestRecord."""
     channel = str(record.channel_id) if record.channel_id is not None else "-"
-    model = record.model if record.channel_id is not None else "-"
+    model = record.metric_model if record.channel_id is not None else "-"
     REQUESTS.labels(str(record.status), model, channel).inc()
     if record.affinity is not None:
         SESSION_AFFINITY.labels(record.affinity).inc()

@@ -49,6 +49,7 @@ class RequestRecord:
     attempts: int = 0
     client_disconnected: bool = False
     affinity: str | None = None  # session affinity: kept / new / moved, None when not followed
+    metric_model: str = "-"  # the model as a metric label: known models only, "other" for the rest
     settled: bool = False
     cost_nanos: int = 0
     latency_ms: int = 0

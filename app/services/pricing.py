@@ -32,7 +32,7 @@ log = logging.getLogger("octorelay.pricing")
 GLOB_CHARS = re.compile(r"[*?\[]")
 RATE_FIELDS = ("input", "output", "cache_write", "cache_write_1h", "cache_read")
 MAX_MEMO = 4096
-MAX_METRIC_MODELS = 100  # distinct `model` label values before the rest count as "other"
+MAX_METRIC_MODELS = 20  # distinct `model` label values before the rest count as "other"
 
 
 @dataclass(frozen=True)

@@ -354,11 +354,20 @@ class Relay:
         """Requests routed and not yet settled."""
         return len(self._in_flight)
 
+    def _metric_label(self, record: RequestRecord) -> str:
+        """Bounded label values: a glob channel accepts any string a client sends."""
+        model = record.model
+        if any(c.names(model) for c in self.directory.channels()) or self.ledger.prices.lookup(
+                record.upstream_model or model) is not None:
+            return model
+        return "other"
+
     def _settle(self, record: RequestRecord, admission: Admission) -> None:
         """Exactly once per admitted request: free its slot now, queue its charge and log row;
         its budget reservation is given back once the charge is committed."""
         self._in_flight.pop(id(record), None)
         self.limiter.finish(admission, record.usage.total)
+        record.metric_model = self._metric_label(record)
 
         def committed(cost_nanos: int) -> None:
             record.cost_nanos = cost_nanos

@@ -53,6 +53,10 @@ class ChannelConfig:
     def serves(self, model: str) -> bool:
         return model in self.model_map or any(fnmatch.fnmatchcase(model, p) for p in self.models)
 
+    def names(self, model: str) -> bool:
+        """Serves `model` by its exact name (not only through a glob)."""
+        return model in self.model_map or model in self.models
+
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)
 
