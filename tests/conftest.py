@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.db import db, open_database, upgrade
 from tests.upstream import upstream  # noqa: F401  (fixture: a scripted upstream on loopback)
+from tests.browser import browser, tab  # noqa: F401  (fixtures: headless Chromium, one browser for the session)
 
 ADMIN_TOKEN = "test-admin-token-9f2c1b"
 SECRET_KEY = "q2mS6yQ7n5bH0uF8YJwHk0j3QvZr2m1Ck9yXG1p4e6U="  # a fixed Fernet key for tests

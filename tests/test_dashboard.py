@@ -16,7 +16,6 @@ import pytest
 
 from app.models import RequestLog
 from app.web.dashboard import PAGES, SECURITY_HEADERS
-from tests.browser import browser, tab  # noqa: F401  (fixtures)
 from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
 
 from .conftest import ADMIN_TOKEN, SECRETS_USED, UPSTREAM_KEY, anthropic_channel, assert_error

@@ -3,7 +3,6 @@ import json
 import re
 
 from app.models import Channel
-from tests.browser import browser, tab  # noqa: F401  (fixtures)
 from tests.clouds import AWS_KEY_ID, AWS_SECRET, FakeBedrock
 
 from .conftest import ADMIN_TOKEN, SECRETS_USED
