@@ -11,7 +11,7 @@ const LABELS = { input: "Input", output: "Output", cache_write: "Cache write", c
 const form = document.getElementById("price-form");
 const tbody = document.querySelector("#prices-table tbody");
 const unpricedSection = document.getElementById("unpriced");
-const unpricedBody = document.querySelector("#unpriced-table tbody");
+const unpricedList = document.getElementById("unpriced-list");
 
 /** A number input's value; null when empty and optional. */
 function number(input, label, required, what = "a price (0 is allowed)") {
@@ -110,12 +110,13 @@ function priceIt(model) {
   form.elements.input.focus();
 }
 
-function unpricedRow(item) {
+function unpricedItem(item) {
   const button = el("button", { type: "button", class: "small", text: "Price it", "aria-label": `Price it: ${item.model}` });
   button.addEventListener("click", () => priceIt(item.model));
-  return el("tr", { "data-model": item.model }, el("td", { class: "mono", text: item.model }),
-    el("td", { class: "num", text: count(item.requests) }), el("td", { text: when(item.last_seen) }),
-    el("td", { class: "row-actions" }, button));
+  const requests = `${count(item.requests)} request${item.requests === 1 ? "" : "s"}`;
+  return el("li", { "data-model": item.model }, el("span", { class: "mono", text: item.model }),
+    el("span", { class: "requests", text: requests }), el("span", { class: "seen", text: `last seen ${when(item.last_seen)}` }),
+    button);
 }
 
 async function load() {
@@ -123,7 +124,7 @@ async function load() {
     const answer = await api("GET", "/admin/prices");
     fillTable(tbody, answer.data.map(row), "No prices.");
     const unpriced = answer.unpriced || [];
-    fillTable(unpricedBody, unpriced.map(unpricedRow), "None.");
+    unpricedList.replaceChildren(...unpriced.map(unpricedItem));
     unpricedSection.hidden = unpriced.length === 0;
   } catch (error) {
     showError(document.getElementById("page-error"), error);
