@@ -1,6 +1,8 @@
 """Settlements survive a database that is away for a moment: spooled, then written once."""
 import json
 
+import pytest
+
 from app.db import db
 from app.models import ApiKey, RequestLog
 from app.services.accounting import Spool
@@ -12,24 +14,73 @@ BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": [{"role": "u
 USAGE = {"input_tokens": 100, "output_tokens": 10}
 
 
+def spooled_row(n: int, **fields) -> dict:
+    return {"request_id": f"req_{n}", "key_id": 1, "channel_id": 1, "model": "claude-sonnet-4-6",
+            "stream": False, "status": 200, "error_type": None, "ttft_ms": 5, "attempts": 1,
+            "client_disconnected": False, "latency_ms": 9, "upstream_model": None,
+            "created_at": "2026-12-06T00:00:00", "input_tokens": n, "output_tokens": 1,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **fields}
+
+
 def test_spool_keeps_what_the_writer_refuses(tmp_path):
     spool = Spool(str(tmp_path / "s.jsonl"))
     assert not spool.pending()
     for i in range(3):
-        spool.add({"n": i})
+        spool.add(spooled_row(i))
     assert spool.pending()
     seen = []
 
     def flaky(row):
-        if row["n"] == 1:
+        if row["input_tokens"] == 1:
             raise RuntimeError("still down")
-        seen.append(row["n"])
+        seen.append(row["input_tokens"])
 
     assert spool.drain(flaky) == 1  # stops at the first refusal, keeps order
     assert seen == [0]
-    assert [json.loads(line)["n"] for line in open(spool.path)] == [1, 2]
-    assert spool.drain(lambda row: seen.append(row["n"])) == 2
+    assert [json.loads(line)["input_tokens"] for line in open(spool.path)] == [1, 2]
+    assert spool.drain(lambda row: seen.append(row["input_tokens"])) == 2
     assert seen == [0, 1, 2] and not spool.pending()
+
+
+def test_forged_spool_rows_are_set_aside_never_written(tmp_path):
+    """Whoever can write the spool must not refund a key with a negative usage, or slip in junk."""
+    spool = Spool(str(tmp_path / "s.jsonl"))
+    spool.add(spooled_row(1, input_tokens=-1_000_000))
+    spool.add(spooled_row(2, key_id="1; DROP TABLE api_key"))
+    with open(spool.path, "a") as fh:
+        fh.write("not json\n")
+    spool.add(spooled_row(3))
+    written = []
+    assert spool.drain(written.append) == 1
+    assert [row["request_id"] for row in written] == ["req_3"]
+    assert len(open(spool.path + ".rejected").read().splitlines()) == 3 and not spool.pending()
+
+
+def test_the_spool_never_follows_a_link(tmp_path):
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    (tmp_path / "s.jsonl").symlink_to(target)
+    spool = Spool(str(tmp_path / "s.jsonl"))
+    with pytest.raises(OSError):
+        spool.add(spooled_row(1))
+    assert target.read_text() == "precious\n"
+
+
+def test_the_default_spool_folder_is_private(tmp_path, monkeypatch):
+    import os
+    import stat
+    import tempfile
+
+    from app.config import ConfigError
+    from app.services.accounting import spool_path
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    path = spool_path("sqlite:///x.db")
+    folder = os.path.dirname(path)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700 and folder.startswith(str(tmp_path))
+    os.chmod(folder, 0o777)  # someone loosened it (or made it first): refuse
+    with pytest.raises(ConfigError):
+        spool_path("sqlite:///x.db")
 
 
 def test_a_settlement_during_an_outage_is_written_later_exactly_once(client, admin, upstream):
