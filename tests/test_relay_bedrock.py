@@ -65,7 +65,7 @@ def test_a_wrong_secret_is_refused_by_the_signature_check_and_blamed_on_the_chan
         sdk.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == 502
     assert err.value.body["error"]["type"] == "api_error"
-    assert "credentials were refused" in err.value.body["error"]["message"]
+    assert "credentials" in err.value.body["error"]["message"]  # the channel's, never the client's key
     assert bedrock.refusals == ["The request signature we calculated does not match the signature you provided."]
     assert Channel.get().consecutive_failures == 1
 
@@ -149,21 +149,21 @@ def test_tools_plain_and_streamed(admin, upstream, bedrock, sdk):
     assert bedrock.calls[0].body["tools"] == [tool] and bedrock.calls[0].body["tool_choice"] == {"type": "auto"}
 
 
-@pytest.mark.parametrize("status, name, client_status, error_type", [
-    (429, "ThrottlingException", 429, "rate_limit_error"),
-    (400, "ValidationException", 400, "invalid_request_error"),
-    (403, "AccessDeniedException", 502, "api_error"),
-    (424, "ModelErrorException", 500, "api_error"),
-    (503, "ServiceUnavailableException", 503, "overloaded_error"),
+@pytest.mark.parametrize("status, name, client_status, error_type, says", [
+    (429, "ThrottlingException", 429, "rate_limit_error", "ThrottlingException says no"),
+    (400, "ValidationException", 400, "invalid_request_error", "ValidationException says no"),
+    (403, "AccessDeniedException", 502, "api_error", "credentials"),
+    (424, "ModelErrorException", 500, "api_error", "ModelErrorException says no"),
+    (503, "ServiceUnavailableException", 503, "overloaded_error", "ServiceUnavailableException says no"),
 ])
 def test_bedrock_exceptions_become_anthropic_errors(admin, upstream, bedrock, client, status, name,
-                                                    client_status, error_type):
+                                                    client_status, error_type, says):
     bedrock_channel(admin, upstream)
     bedrock.respond = lambda call: aws_error(status, name, f"{name} says no")
     key = admin.create_key(name="errors")["key"]
     resp = client.post("/v1/messages", headers={"x-api-key": key},
                        json={"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
-    body = assert_error(resp, client_status, error_type, contains=f"{name} says no")
+    body = assert_error(resp, client_status, error_type, contains=says)
     assert RequestLog.get().error_type == error_type and body["request_id"] == resp.headers["request-id"]
 
 
