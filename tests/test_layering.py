@@ -11,6 +11,7 @@ FORBIDDEN = {
     "schemas": {"web", "flask"},
     "adaptors": {"web", "services", "models", "db", "flask", "requests"},
     "upstream": {"web", "services", "models", "flask"},
+    "channel_types": {"web", "services", "models", "db", "schemas", "flask"},  # the registry: adaptors + transports
     "config": {"web", "services", "models", "db", "schemas", "errors", "flask"},
 }
 
