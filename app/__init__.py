@@ -61,7 +61,8 @@ def _relay(settings: Settings, box, redis_client, policy, feed):
 
     from .metrics import record_request
 
-    transports = build_transports(HttpTransport(pool_size=settings.threads))  # channel type -> transport
+    http = HttpTransport(pool_size=settings.threads, max_body_bytes=int(settings.max_upstream_body_mb * 2 ** 20))
+    transports = build_transports(http)  # channel type -> transport
     limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
                       lease_ttl_s=settings.lease_ttl_s)
     ledger = Ledger(PriceBook(feed), Spool(spool_path(settings.database_url, settings.spool_dir)))

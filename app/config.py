@@ -35,6 +35,7 @@ class Settings:
     worker_class: str = "gevent"
     threads: int = 1000
     max_body_mb: float = 32.0
+    max_upstream_body_mb: float = 32.0  # a non-streamed upstream answer (or error body) read whole
     anthropic_api_key: str | None = None
     log_level: str = "INFO"
     max_attempts: int = 3
@@ -155,6 +156,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         worker_class=(worker_class := _worker_class(env)),
         threads=_int(env, "OCTORELAY_THREADS", DEFAULT_CONCURRENCY[worker_class], 1, 10000),
         max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
+        max_upstream_body_mb=_float(env, "OCTORELAY_MAX_UPSTREAM_BODY_MB", 32.0, 0.001, 1024),
         anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),
         log_level=_log_level(env),
         max_attempts=_int(env, "OCTORELAY_MAX_ATTEMPTS", 3, 1, 20),

@@ -108,3 +108,29 @@ def test_anthropic_error_bodies_still_pass_through_unchanged(client, admin, upst
     upstream.script(answer)
     resp = client.post("/v1/messages", json=BODY, headers={"x-api-key": key["key"]})
     assert resp.status_code == 400 and resp.get_data() == answer.body
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_upstream_body_past_the_cap_is_a_502_not_a_full_worker(env, upstream, status):
+    """Answers and error bodies are read whole: OCTORELAY_MAX_UPSTREAM_BODY_MB bounds them."""
+    from app import create_app
+    from app.db import db, upgrade
+
+    from .conftest import Admin
+
+    app = create_app({**env, "OCTORELAY_MAX_UPSTREAM_BODY_MB": "1"})
+    upgrade(db.obj)
+    try:
+        admin = Admin(app.test_client())
+        anthropic_channel(admin, upstream)
+        key = admin.create_key(name="k")
+        huge = anthropic_message("x" * (2 * 1024 * 1024))
+        upstream.script(json_answer(huge, status=status))
+        resp = app.test_client().post("/v1/messages", json=BODY, headers={"x-api-key": key["key"]})
+        if status == 200:
+            assert_error(resp, 502, "api_error", contains="larger than 1 MB")
+        else:  # an error body too big to keep: the status is kept, the body is ours
+            assert_error(resp, 500, "api_error", contains="upstream answered 500")
+    finally:
+        app.extensions["octorelay.relay"].ledger.close()
+        db.obj.close_all()

@@ -48,6 +48,9 @@ class UpstreamRequest:
     auth: UpstreamAuth | None = None  # applied by the channel type's transport, not the adaptor
 
 
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
 @dataclass
 class UpstreamResponse:
     """An answer whose head has arrived; `chunks()` yields body bytes as they come."""
@@ -55,12 +58,22 @@ class UpstreamResponse:
     headers: dict
     _chunks: Iterator[bytes] = field(repr=False)
     _close: object = field(default=None, repr=False)
+    max_bytes: int = MAX_BODY_BYTES  # what read() accepts: a whole body is held in memory
 
     def chunks(self) -> Iterator[bytes]:
         return self._chunks
 
     def read(self) -> bytes:
-        return b"".join(self._chunks)
+        """The whole body, at most `max_bytes` of it (a misbehaving upstream must not be able
+        to fill the worker's memory); raises TransportError past that."""
+        parts, size = [], 0
+        for chunk in self._chunks:
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise TransportError("too_large", f"the upstream's answer is larger than "
+                                                  f"{self.max_bytes // (1024 * 1024) or 1} MB")
+            parts.append(chunk)
+        return b"".join(parts)
 
     def close(self) -> None:
         if self._close is not None:
@@ -68,7 +81,8 @@ class UpstreamResponse:
 
 
 class HttpTransport:
-    def __init__(self, pool_size: int = 64):
+    def __init__(self, pool_size: int = 64, max_body_bytes: int = MAX_BODY_BYTES):
+        self.max_body_bytes = max_body_bytes
         self._adapter = TrackedAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0,
                                        pool_block=False)
         self._idle: list[requests.Session] = []  # list.pop/append are atomic: no lock needed
@@ -104,7 +118,8 @@ class HttpTransport:
             raise TransportError("connect", f"upstream connection failed: {type(exc).__name__}") from None
         finally:
             self._idle.append(session)
-        return UpstreamResponse(resp.status_code, dict(resp.headers), _iter_body(resp), resp.close)
+        return UpstreamResponse(resp.status_code, dict(resp.headers), _iter_body(resp), resp.close,
+                                self.max_body_bytes)
 
     def close(self) -> None:
         self._adapter.close()
