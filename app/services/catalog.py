@@ -1,4 +1,11 @@
-"""The model list a key sees: exact names some enabled channel serves, in Anthropic's list shape."""
+"""The model list a key sees: exact names some enabled channel serves, in Anthropic's list shape.
+
+Like Anthropic's list, newest first: `created_at` is the model's release date
+(releases.py) where it is known, and those models come first, newest first;
+names with no known date follow by name, with `created_at` the creation time
+of the oldest enabled channel that serves them. A channel's glob lists only
+the priced names it matches: a pattern is not a list of names.
+"""
 from __future__ import annotations
 
 import fnmatch
@@ -8,6 +15,7 @@ from ..errors import InvalidRequest, NotFound
 from ..models import Channel, ModelPrice
 from ..timefmt import iso
 from .auth import KeySnapshot
+from .releases import release_date
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 DEFAULT_LIMIT, MAX_LIMIT = 20, 1000
@@ -31,7 +39,8 @@ def display_name(model_id: str) -> str:
 
 
 def served_models() -> dict[str, object]:
-    """model id -> created_at of the oldest enabled channel that serves it by exact name."""
+    """model id -> its release date, else the created_at of the oldest enabled channel that
+    serves it by exact name (in list order: dated ones newest first, then the rest by name)."""
     channels = list(Channel.select().where(Channel.enabled == True).order_by(Channel.id))  # noqa: E712
     if not channels:
         return {}
@@ -44,7 +53,10 @@ def served_models() -> dict[str, object]:
         names += [m for m in priced if any(fnmatch.fnmatchcase(m, g) for g in globs)]
         for name in names:
             out.setdefault(name, channel.created_at)
-    return out
+    dated = {name: release_date(name) for name in out}
+    order = sorted(out, key=lambda name: (dated[name] is None, -dated[name].toordinal() if dated[name] else 0,
+                                          name))
+    return {name: dated[name] or out[name] for name in order}
 
 
 def _entry(model_id: str, created_at) -> dict:
@@ -53,8 +65,7 @@ def _entry(model_id: str, created_at) -> dict:
 
 
 def visible_models(key: KeySnapshot) -> list[dict]:
-    served = served_models()
-    return [_entry(m, served[m]) for m in sorted(served) if key.may_use(m)]
+    return [_entry(m, created) for m, created in served_models().items() if key.may_use(m)]
 
 
 def list_page(key: KeySnapshot, args) -> dict:
