@@ -145,7 +145,8 @@ class BedrockStream:
         try:
             for message in self._frames:
                 out.append(self._event(message.headers, message.payload))
-        except ParserError:  # a corrupt frame (bad CRC, bad length): nothing after it can be trusted
+        except (ParserError, KeyError, ValueError, UnicodeDecodeError):
+            # a corrupt frame (bad CRC, bad length, bad header): nothing after it can be trusted
             self._failed = True
             out.append(_sse("error", _dumps({"type": "error", "error": {
                 "type": "api_error", "message": "Bedrock sent a corrupt event-stream frame"}})))
