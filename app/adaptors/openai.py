@@ -638,17 +638,22 @@ def clean_message(message: str) -> str:
 def error_type_in_stream(error: Any) -> str:
     """An error object sent inside a stream -> Anthropic error type.
 
-    A numeric `code` is an HTTP status (OpenRouter); otherwise OpenAI's
-    `type`/`code` words are matched to the nearest Anthropic type.
+    An HTTP status in `code` or `status`, as a number (OpenRouter: 429) or a
+    string of digits (LiteLLM and other gateways: "429"), decides; otherwise
+    the words in `type`, `code` and `status` ("rate_limit_exceeded",
+    "RESOURCE_EXHAUSTED", "server_error") are matched to the nearest Anthropic type.
     """
     if not isinstance(error, Mapping):
         return "api_error"
-    code = error.get("code")
-    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
-        return STATUS_TYPES.get(code) or error_type_for(code)
-    words = " ".join(str(error.get(k) or "") for k in ("type", "code")).lower()
+    for name in ("code", "status"):
+        status = _http_status(error.get(name))
+        if status is not None:
+            return STATUS_TYPES.get(status) or error_type_for(status)
+    words = " ".join(str(error.get(k) or "") for k in ("type", "code", "status")).lower()
     for needle, kind in (("rate_limit", "rate_limit_error"), ("quota", "rate_limit_error"),
+                         ("resource_exhausted", "rate_limit_error"), ("too_many_requests", "rate_limit_error"),
                          ("overload", "overloaded_error"), ("capacity", "overloaded_error"),
+                         ("unavailable", "overloaded_error"),
                          ("timeout", "timeout_error"), ("auth", "authentication_error"),
                          ("api_key", "authentication_error"), ("permission", "permission_error"),
                          ("not_found", "not_found_error"), ("invalid_request", "invalid_request_error"),
@@ -656,6 +661,15 @@ def error_type_in_stream(error: Any) -> str:
         if needle in words:
             return kind
     return "api_error"
+
+
+def _http_status(value: Any) -> int | None:
+    """429 or "429" -> 429; anything that is not an HTTP error status -> None."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) == 3:
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 600:
+        return value
+    return None
 
 
 def translate_error(status: int, body: bytes) -> tuple[int, bytes]:
