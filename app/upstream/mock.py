@@ -80,8 +80,10 @@ def _events(message: dict, text: str) -> list[bytes]:
             out.append(frame("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                      "delta": {"type": "text_delta", "text": word}}))
         out.append(frame("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    # As Anthropic's API does: the closing usage repeats the input and cache counts next to the
+    # output (clients such as LangChain read input only from here).
     out.append(frame("message_delta", {"type": "message_delta",
                                        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                       "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+                                       "usage": dict(message["usage"])}))
     out.append(frame("message_stop", {"type": "message_stop"}))
     return out
