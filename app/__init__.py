@@ -67,7 +67,8 @@ def _relay(settings: Settings, box, redis_client, policy, feed):
                       lease_ttl_s=settings.lease_ttl_s)
     ledger = Ledger(PriceBook(feed), Spool(spool_path(settings.database_url, settings.spool_dir)))
     return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy, feed=feed), ledger, transports, limiter,
-                 max_attempts=settings.max_attempts, on_settled=[record_request],
+                 max_attempts=settings.max_attempts, count_tokens_rpm=settings.count_tokens_rpm,
+                 on_settled=[record_request],
                  affinity=_affinity(settings, redis_client))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -35,6 +36,7 @@ class Settings:
     worker_class: str = "gevent"
     threads: int = 1000
     max_body_mb: float = 32.0
+    count_tokens_rpm: int = 600  # count_tokens calls per key per minute
     max_upstream_body_mb: float = 32.0  # a non-streamed upstream answer (or error body) read whole
     anthropic_api_key: str | None = None
     log_level: str = "INFO"
@@ -49,6 +51,7 @@ class Settings:
     upstream_hosts: tuple[str, ...] = ()
     session_affinity: bool = True
     session_affinity_ttl_s: float = 3600.0
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1 (("*",) = any); () = no CORS
 
     @property
     def is_sqlite(self) -> bool:
@@ -123,6 +126,26 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+
+
+def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Exact origins (`https://app.example.com`, as a browser sends them), or `*` alone."""
+    raw = _str(env, "OCTORELAY_CORS_ORIGINS")
+    origins = tuple(o.strip().lower() for o in (raw or "").split(",") if o.strip())
+    if "*" in origins:
+        if len(origins) > 1:
+            raise ConfigError("OCTORELAY_CORS_ORIGINS: `*` (any origin) stands alone, not in a list")
+        return origins
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"OCTORELAY_CORS_ORIGINS: {origin!r} is not an origin: scheme and host (and port) only, "
+                "like https://app.example.com, no path, no trailing slash, no wildcard")
+    # browsers leave a scheme's default port out of the Origin they send
+    return tuple(o.removesuffix(":443") if o.startswith("https:") else o.removesuffix(":80") for o in origins)
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     level = (_str(env, "LOG_LEVEL") or "info").upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -156,6 +179,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         worker_class=(worker_class := _worker_class(env)),
         threads=_int(env, "OCTORELAY_THREADS", DEFAULT_CONCURRENCY[worker_class], 1, 10000),
         max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
+        count_tokens_rpm=_int(env, "OCTORELAY_COUNT_TOKENS_RPM", 600, 1, 10**6),
         max_upstream_body_mb=_float(env, "OCTORELAY_MAX_UPSTREAM_BODY_MB", 32.0, 0.001, 1024),
         anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),
         log_level=_log_level(env),
@@ -171,6 +195,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
                              if h.strip()),
         session_affinity=_on_off(env, "OCTORELAY_SESSION_AFFINITY"),
         session_affinity_ttl_s=_float(env, "OCTORELAY_SESSION_AFFINITY_TTL", 3600.0, 0.001, 86400.0),
+        cors_origins=_cors_origins(env),
     )
     if settings.web_concurrency > 1 and not settings.redis_url:
         raise ConfigError(

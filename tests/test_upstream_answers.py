@@ -134,3 +134,41 @@ def test_an_upstream_body_past_the_cap_is_a_502_not_a_full_worker(env, upstream,
     finally:
         app.extensions["octorelay.relay"].ledger.close()
         db.obj.close_all()
+
+
+def count(client, key, model="claude-sonnet-4-6"):
+    return client.post("/v1/messages/count_tokens", json={"model": model, "messages": BODY["messages"]},
+                       headers={"x-api-key": key["key"]})
+
+
+def test_count_tokens_failures_never_cool_a_channel(client, admin, upstream, key):
+    channel = anthropic_channel(admin, upstream)
+    upstream.set_default(error_answer(429, "rate_limit_error", "slow down"), path="/v1/messages/count_tokens")
+    for _ in range(5):
+        assert count(client, key).status_code == 429
+    shown = admin.get(f"/admin/channels/{channel['id']}").get_json()
+    assert shown["consecutive_failures"] == 0 and shown["cooldown_until"] is None
+
+
+def test_count_tokens_is_limited_per_key_and_refused_past_the_budget(env, upstream):
+    from app import create_app
+    from app.db import db, upgrade
+
+    from .conftest import Admin
+
+    app = create_app({**env, "OCTORELAY_COUNT_TOKENS_RPM": "3"})
+    upgrade(db.obj)
+    try:
+        client = app.test_client()
+        admin = Admin(client)
+        anthropic_channel(admin, upstream)
+        upstream.set_default(json_answer({"input_tokens": 12}), path="/v1/messages/count_tokens")
+        key, other = admin.create_key(name="a"), admin.create_key(name="b")
+        assert [count(client, key).status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert 1 <= int(count(client, key).headers["retry-after"]) <= 60
+        assert count(client, other).status_code == 200  # per key
+        spent = admin.create_key(name="c", budget_usd=0)
+        assert_error(count(client, spent), 402, "billing_error")
+    finally:
+        app.extensions["octorelay.relay"].ledger.close()
+        db.obj.close_all()

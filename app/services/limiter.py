@@ -205,6 +205,24 @@ class Limiter:
                 check_budget(key, *_fresh_usage(key))
         return admission
 
+    def admit_free(self, key: KeySnapshot, kind: str, per_minute: int) -> None:
+        """A free call (count_tokens): not billed, but not unlimited either. Refused once the key's
+        budget is used up (as of its cached snapshot), and past `per_minute` calls of `kind`;
+        separate from the key's rpm, which counts Messages requests."""
+        check_budget(key, key.used_nanos, key.used_tokens)
+        item = RateLimitItemPerMinute(per_minute)
+        try:
+            allowed = self._windows.hit(item, "octorelay", kind, str(key.id))
+        except Exception as exc:
+            self._store_failed(exc, "admit")
+            if not self.fail_open:
+                raise Overloaded("rate-limit state is unavailable; retry shortly") from None
+            return
+        if not allowed:
+            stats = self._windows.get_window_stats(item, "octorelay", kind, str(key.id))
+            raise RateLimited(f"this API key is over its limit of {per_minute} {kind} calls per minute",
+                              headers={"retry-after": _retry_after(stats.reset_time)})
+
     def _reserve(self, key: KeySnapshot, admission: Admission, estimate: Estimate) -> None:
         """Reserve the request's worst case, then compare with fresh totals: 402 when used up,
         429 while the rest is committed to requests in flight.

@@ -83,6 +83,7 @@ class Relay:
     transports: dict
     limiter: Limiter
     max_attempts: int = 3
+    count_tokens_rpm: int = 600  # per key (OCTORELAY_COUNT_TOKENS_RPM)
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     affinity: Affinity = field(default_factory=Affinity)
     stopping: bool = field(default=False, init=False)  # set once, by stop_upstreams()
@@ -147,12 +148,15 @@ class Relay:
         return Estimate(self.ledger.prices.cost_nanos(model, worst), worst.total)
 
     def count_tokens(self, call: RelayCall) -> Reply:
-        """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged.
+        """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged,
+        but limited per key, and its failures never cool a channel down (an upstream 429 here
+        says nothing about the channel's Messages capacity).
 
         A model only channels without an upstream count serve (the registry says which)
         gets a local estimate, since Claude Code's context management breaks on a 404 here.
         """
         call.key.check_model(call.model)
+        self.limiter.admit_free(call.key, "count_tokens", self.count_tokens_rpm)
         record = RequestRecord(call.request_id, call.key.id, call.model, False)
         routable = [c for c in self.directory.candidates(call.model) if self._routable(c, None)]
         if routable and not any(self._routable(c, COUNTS_TOKENS) for c in routable):
@@ -217,7 +221,8 @@ class Relay:
             except TransportError as exc:
                 if self.stopping:  # cut by stop_upstreams(): not the channel's fault, no failover
                     return _stopping_reply(call.request_id)
-                self.directory.record_failure(channel, exc.kind)
+                if not call.count_tokens:
+                    self.directory.record_failure(channel, exc.kind)
                 last = _transport_reply(exc, call.request_id)
                 continue
             if 200 <= upstream.status < 300:
@@ -228,7 +233,8 @@ class Relay:
                 last = _credentials_refused(channel, last, call.request_id)
             if not retryable(upstream.status):
                 return last
-            self.directory.record_failure(channel, f"http_{upstream.status}")
+            if not call.count_tokens:
+                self.directory.record_failure(channel, f"http_{upstream.status}")
         if last is None and untranslatable is not None:
             raise untranslatable
         return last
