@@ -188,6 +188,8 @@ def test_logs_and_overview_show_one_hour_writes_and_web_searches(tab, searched):
     expect(cells.nth(headers.index("cache write 1h"))).to_have_text("600")
     expect(cells.nth(headers.index("web searches"))).to_have_text("3")
     expect(cells.nth(headers.index("cache read"))).to_have_text("0")
+    # Sonnet: (25 x 3 + 400 x 3.75 + 600 x 6 + 15 x 15) / 10^6 + 3 searches x $10 / 1,000
+    expect(cells.nth(headers.index("cost"))).to_have_text("$0.0354")
     tab.screenshot("logs-billing")
 
     page = tab.goto("/dashboard/")
