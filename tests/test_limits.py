@@ -251,3 +251,39 @@ def test_redis_leases_use_redis_clock_not_the_clients(redis_url, monkeypatch):
     behind.refresh(name, "slow-clock", ttl=5)
     monkeypatch.setattr(limiter_module.time, "time", lambda: real() + 3600)
     assert not ahead.acquire(name, 1, "fast-clock", 1, ttl=5)  # the slot is held, whatever the clocks say
+
+
+def test_a_slow_non_streaming_request_keeps_its_slot_past_the_lease_ttl(env, upstream):
+    """The lease TTL bounds what a dead worker can hold, not how long a live request may wait
+    for its answer: held leases are renewed in the background."""
+    from werkzeug.serving import make_server
+
+    from tests.upstream import hang_answer
+
+    app = create_app({**env, "OCTORELAY_LEASE_TTL": "1"})
+    upgrade(db.obj)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        admin = Admin(app.test_client())
+        anthropic_channel(admin, upstream)
+        key = admin.create_key(name="one-at-a-time", max_concurrency=1, budget_usd=10)
+        upstream.script(hang_answer(3.0, then=json_answer(anthropic_message(usage=USAGE))),
+                        json_answer(anthropic_message(usage=USAGE)))
+        slow = {}
+        first = threading.Thread(target=lambda: slow.setdefault("resp", requests.post(
+            f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)))
+        first.start()
+        assert upstream.wait_for_requests(1, timeout=5)
+        time.sleep(2.0)  # twice the TTL: without renewal the slot would have run out
+        second = requests.post(f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)
+        assert second.status_code == 429, second.text
+        first.join(timeout=30)
+        assert slow["resp"].status_code == 200
+        third = requests.post(f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)
+        assert third.status_code == 200, third.text
+    finally:
+        server.shutdown()
+        app.extensions["octorelay.relay"].ledger.close()
+        db.obj.close_all()

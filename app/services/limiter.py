@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -180,6 +182,9 @@ class Limiter:
             self._leases = MemoryLeases()
         self._windows = SlidingWindowCounterRateLimiter(self._storage)
         self.fail_open = fail_open
+        self._live: dict[int, Admission] = {}  # admissions holding leases, renewed in the background
+        self._live_lock = threading.Lock()
+        self._renewer_pid: int | None = None
 
     # admission --------------------------------------------------------------
 
@@ -203,7 +208,33 @@ class Limiter:
                 raise Overloaded("rate-limit state is unavailable; retry shortly") from None
             if metered:  # failing open never waives the budget itself
                 check_budget(key, *_fresh_usage(key))
+        if admission.leases or admission.reservations:
+            self._track(admission)
         return admission
+
+    # leases outlive the wait for a slow answer ------------------------------------
+
+    def _track(self, admission: Admission) -> None:
+        """Held leases are renewed by one background thread per process, so a request that waits
+        minutes for its answer (non-streaming, or a slow first byte) keeps its slot and its
+        reservation; a crashed worker's leases still run out after the TTL."""
+        with self._live_lock:
+            self._live[id(admission)] = admission
+            if self._renewer_pid != os.getpid():  # none yet, or forked (threads do not survive a fork)
+                self._renewer_pid = os.getpid()
+                threading.Thread(target=_renew_forever, args=(weakref.ref(self),), daemon=True,
+                                 name="octorelay-lease-renewer").start()
+
+    def _untrack(self, admission: Admission) -> None:
+        if not (admission.leases or admission.reservations):
+            with self._live_lock:
+                self._live.pop(id(admission), None)
+
+    def renew_live(self) -> None:
+        with self._live_lock:
+            live = list(self._live.values())
+        for admission in live:
+            self.keep_alive(admission)
 
     def admit_free(self, key: KeySnapshot, kind: str, per_minute: int) -> None:
         """A free call (count_tokens): not billed, but not unlimited either. Refused once the key's
@@ -311,6 +342,7 @@ class Limiter:
         """Release one kind of the admission's leases; one that cannot be released expires with its TTL."""
         leases = getattr(admission, kind)
         setattr(admission, kind, [])
+        self._untrack(admission)
         for name, lease in leases:
             try:
                 self._leases.release(name, lease)
@@ -321,6 +353,21 @@ class Limiter:
         log.error("rate-limit store failed", extra={"fields": {
             "during": during, "error": type(exc).__name__, "fail_open": self.fail_open}})
         LIMIT_STORE_ERRORS.labels(during).inc()
+
+
+def _renew_forever(ref) -> None:
+    """The renewer thread: ends once its limiter is gone (apps built and dropped by tests)."""
+    while True:
+        limiter = ref()
+        if limiter is None:
+            return
+        pause = limiter.lease_refresh
+        try:
+            limiter.renew_live()
+        except Exception:
+            log.exception("lease renewal failed")
+        del limiter
+        time.sleep(pause)
 
 
 def _headers(kind: str, limit: int, remaining: int, reset_epoch: float) -> dict:
