@@ -595,3 +595,16 @@ def test_claude_code_body_is_cheap_to_check():
 def test_repeated_keys_are_refused(raw):
     with pytest.raises(InvalidRequest, match="appears twice"):
         parse_json_body(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    # the repeat sits deep, or the value it would drop holds objects of its own
+    b'{"model": "m", "max_tokens": 1, "messages": [], "tools": [{"input_schema": {"a": {"b": 1, "b": 2}}}]}',
+    b'{"model": "m", "model": {"x": "a:b", "y": {"z": 1}}, "max_tokens": 1, "messages": []}',
+    b'{"model": "m", "max_tokens": 1, "max_tokens": 2, "messages": [], "s": "\\u003a"}',
+    b'{"k\\u003a": 1, "k\\u003a": 2}',
+    b'{"k:": 1, "k\\u003a": 2}',  # the same key, spelled two ways
+])
+def test_repeated_keys_are_refused_however_they_are_hidden(raw):
+    with pytest.raises(InvalidRequest, match="appears twice"):
+        parse_json_body(raw)
