@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Claude Code-shaped request bodies of a chosen size, built from one real captured turn.
 
-    python bench/bodies.py OUT_DIR [--sizes 50000,300000,1000000]   # writes body-<size>.json
+    python bench/bodies.py OUT_DIR [--sizes 50000,300000,1000000]   # body-<size>.json, headers.txt
 
 `bench/data/claude_code_turn.json` is one real first turn of `claude -p` (Claude Code 2.1.197:
 three system blocks with cache_control, 24 tools with long schemas, adaptive thinking,
@@ -106,6 +106,8 @@ def main() -> None:
         path = Path(args.out_dir) / f"body-{size}.json"
         path.write_bytes(data)
         print(f"{path} {len(data)}")
+    headers = "".join(f"{k}: {v}\n" for k, v in claude_code_headers().items() if k.lower() != "user-agent")
+    (Path(args.out_dir) / "headers.txt").write_text(headers)
 
 
 if __name__ == "__main__":

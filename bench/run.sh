@@ -6,6 +6,7 @@
 #   BENCH_SCALED=0 bench/run.sh           # skip the PostgreSQL + Redis rows
 #   BENCH_WORKER_CLASSES=gthread bench/run.sh   # one worker model only (default "gthread gevent")
 #   BENCH_KEEP=1 bench/run.sh             # keep the temp dir (server logs, raw results)
+#   BENCH_ONLY=sizes bench/run.sh         # only the Claude Code request-size rows
 #
 # Starts: the mock upstream; per worker class, the bare proxy and octorelay default (SQLite in a
 # temp dir, no Redis, one worker: 1x64 threads for gthread, 1x1000 connections for gevent) and,
@@ -28,6 +29,9 @@ else
   MANY_DELAY_MS=${BENCH_MANY_DELAY_MS:-250}; MANY_SPREAD_MS=${BENCH_MANY_SPREAD_MS:-2000}
 fi
 CLASSES=${BENCH_WORKER_CLASSES:-"gthread gevent"}
+ONLY=${BENCH_ONLY:-}
+SIZES=${BENCH_SIZES:-"50000 300000 1000000"}  # Claude Code-shaped bodies (bench/bodies.py), bytes
+DUR_SIZE=${BENCH_DUR_SIZE:-$DUR_C1}
 PG_URL=${BENCH_PG_URL:-postgresql://postgres@127.0.0.1:5432/bench}
 REDIS_URL_SCALED=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/8}
 # ports: mock 18101; per worker class i (gthread 0, gevent 1): bare 1xN 18102+4i, octorelay
@@ -194,6 +198,39 @@ wrk_run() {  # row label threads conns seconds
   emit "$1" "$2" "${out:-null}"
 }
 log "${#ROWS[@]} targets: ${ROWS[*]}"
+
+# Claude Code-sized requests at c=1: p50 and CPU per request (CPU summed over the target's
+# processes from /proc/<pid>/stat, utime + stime, before and after the run)
+cpu_ticks() {
+  local total=0 p f
+  for p in $1 $(pgrep -P $1); do
+    f=$(cut -d' ' -f14,15 /proc/$p/stat 2>/dev/null) || continue
+    [ -n "$f" ] && total=$(( total + ${f% *} + ${f#* } ))
+  done
+  echo $total
+}
+size_run() {  # row size
+  local out before after
+  before=$(cpu_ticks ${PID[$1]})
+  out=$(BENCH_KEY=${KEY[$1]} BENCH_BODY_FILE=$TMP/bodies/body-$2.json BENCH_HEADERS_FILE=$TMP/bodies/headers.txt \
+        timeout $(( DUR_SIZE + 30 )) wrk -t1 -c1 -d${DUR_SIZE}s --timeout 10s -s bench/claude_code.lua "${URL[$1]}" 2>&1 \
+        | sed -n 's/^BENCHJSON //p')
+  after=$(cpu_ticks ${PID[$1]})
+  [ -n "$out" ] && out="${out%\}},\"cpu_ticks\":$(( after - before )),\"clk_tck\":$(getconf CLK_TCK)}"
+  emit "$1" "size$2" "${out:-null}"
+}
+$PY bench/bodies.py "$TMP/bodies" --sizes "$(echo $SIZES | tr ' ' ',')" >/dev/null \
+  || { log "bench/bodies.py failed"; exit 2; }
+log "Claude Code-sized requests ($SIZES bytes; c=1, ${DUR_SIZE}s each)"
+for r in "${ROWS[@]}"; do  # warm-up with the biggest body
+  BENCH_KEY=${KEY[$r]} BENCH_BODY_FILE=$TMP/bodies/body-${SIZES##* }.json BENCH_HEADERS_FILE=$TMP/bodies/headers.txt \
+    timeout 20 wrk -t1 -c1 -d1s -s bench/claude_code.lua "${URL[$r]}" >/dev/null 2>&1
+done
+for size in $SIZES; do
+  for r in "${ROWS[@]}"; do size_run $r $size; done
+done
+
+if [ "$ONLY" != sizes ]; then
 log "unloaded latency (c=1, ${DUR_C1}s each)"
 for r in "${ROWS[@]}"; do wrk_run $r c1 1 1 $DUR_C1; done
 log "throughput (c=8 and c=64, ${DUR_TP}s each)"
@@ -235,6 +272,7 @@ if [ "$MANY" -gt 0 ]; then
     emit $r many "${out:-null}"
   done
 fi
+fi  # BENCH_ONLY
 
 for r in "${ROWS[@]}"; do
   kill -0 ${PID[$r]} 2>/dev/null || log "$r: its process ${PID[$r]} is gone"
@@ -245,4 +283,4 @@ MACHINE="machine: $(nproc) CPUs (nproc), $(uname -sr), Python $($PY -c 'import p
  $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); load average (1/5/15 min) at start $LOAD_START,\
  at end $(cut -d' ' -f1-3 /proc/loadavg)"
 $PY bench/table.py "$RES" --sets "$STREAM_SETS" --events $EVENTS --delay-ms $DELAY_MS \
-  --machine "$MACHINE" --many "$MANY $MANY_EVENTS $MANY_DELAY_MS $MANY_SPREAD_MS"
+  --machine "$MACHINE" --many "$MANY $MANY_EVENTS $MANY_DELAY_MS $MANY_SPREAD_MS" --sizes "$SIZES"

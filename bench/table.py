@@ -19,6 +19,7 @@ def main():
     p.add_argument("--delay-ms", default="50")
     p.add_argument("--machine", default="")
     p.add_argument("--many", default="", help='"STREAMS EVENTS DELAY_MS SPREAD_MS" of the open-streams run')
+    p.add_argument("--sizes", default="", help="body sizes (bytes) of the Claude Code-sized rows")
     args = p.parse_args()
     sets = args.sets.split()
     res = {}
@@ -74,9 +75,44 @@ def main():
 
     if args.machine:
         print(f"\n{args.machine}")
-    print(f"\noctorelay bench — loopback; streams: {args.events} events {args.delay_ms} ms apart; "
-          "wrk c=1 unloaded, c=8/c=64 closed loop\n")
-    print("\n".join(out))
+    if any(kind == "c1" for _, kind in res):
+        print(f"\noctorelay bench — loopback; streams: {args.events} events {args.delay_ms} ms apart; "
+              "wrk c=1 unloaded, c=8/c=64 closed loop\n")
+        print("\n".join(out))
+
+    sizes = [s for s in args.sizes.split() if any(kind == f"size{s}" for _, kind in res)]
+    if sizes:
+        head = ["target"]
+        for size in sizes:
+            kb = f"{int(size) / 1000:,.0f} KB" if int(size) < 1_000_000 else f"{int(size) / 1e6:g} MB"
+            head += [f"{kb}: p50 / p99 ms", f"{kb}: p50 Δ vs bare", f"{kb}: CPU ms per request (Δ vs bare)"]
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+        def cpu_ms(row, size):
+            d = res.get((row, f"size{size}")) or {}
+            if not d.get("requests") or d.get("cpu_ticks") is None:
+                return None
+            return d["cpu_ticks"] * 1000 / d["clk_tck"] / d["requests"]
+
+        for row in rows:
+            if not any((row, f"size{s}") in res for s in sizes):
+                continue
+            bare = get(row, "meta", "bare")
+            cmp = bare is not None and bare != row
+            cells = [label(row)]
+            for size in sizes:
+                k = f"size{size}"
+                p50, p99, errs = get(row, k, "p50_ms"), get(row, k, "p99_ms"), get(row, k, "errors")
+                bp50 = get(bare, k, "p50_ms") if cmp else None
+                cpu, bcpu = cpu_ms(row, size), cpu_ms(bare, size) if cmp else None
+                cells += [f"{num(p50, '{:.2f}')} / {num(p99, '{:.2f}')}" + (f" ({errs} errors)" if errs else ""),
+                          f"{p50 - bp50:+.2f}" if p50 is not None and bp50 is not None else "–",
+                          num(cpu, "{:.2f}") + (f" ({cpu - bcpu:+.2f})" if cpu is not None and bcpu is not None else "")]
+            out.append("| " + " | ".join(cells) + " |")
+        print("\nClaude Code-sized requests (bench/bodies.py: the captured `claude -p` turn, grown by tool calls), "
+              "non-streaming, wrk c=1; CPU = utime + stime of the target's processes / requests "
+              "(the direct row: the mock's)\n")
+        print("\n".join(out))
 
     many_rows = [r for r in rows if (r, "many") in res]
     if many_rows and args.many:
