@@ -93,3 +93,28 @@ def test_access_log_is_one_json_line_without_secrets(client, admin, method, rout
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 def test_health_routes_ignore_auth(client, path):
     assert client.get(path).status_code == 200
+
+
+def test_readyz_names_a_database_that_cannot_be_reached():
+    port = free_port()
+    app = create_app({"DATABASE_URL": f"postgresql://postgres:hunter2@127.0.0.1:{port}/nothing",
+                      "OCTORELAY_SECRET_KEY": SECRET_KEY})
+    ready = app.test_client().get("/readyz")
+    database = ready.get_json()["checks"]["database"]
+    assert ready.status_code == 503 and database.startswith("error: OperationalError: ")
+    assert str(port) in database and "hunter2" not in database  # where it tried, never the password
+
+
+def test_readyz_is_not_ready_until_the_schema_is_current(tmp_path):
+    from app.db import db, upgrade
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db", "OCTORELAY_SECRET_KEY": SECRET_KEY})
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["database"] == "ok"
+    schema = ready.get_json()["checks"]["schema"]
+    assert "0001_initial" in schema and "octorelay db upgrade" in schema
+    upgrade(db.obj)
+    assert client.get("/readyz").get_json() == {"status": "ready", "checks": {"database": "ok", "schema": "ok"}}
+    db.obj.close_all()
