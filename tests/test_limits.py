@@ -32,9 +32,11 @@ def channel(admin, upstream):
 
 
 def test_budget_used_up_is_402_without_calling_upstream(client, admin, upstream, channel):
-    key = admin.create_key(name="b", budget_usd=0.005)
-    assert post(client, key).status_code == 200  # $0.0045 used
-    assert post(client, key).status_code == 200  # admitted under budget, finishes over it: $0.009
+    key = admin.create_key(name="b", budget_usd=0.0065)
+    assert post(client, key).status_code == 200  # $0.0045 used; $0.002 left
+    # the next one could cost up to ~$0.0017 (its input at $6/MTok, the dearest input-side rate of
+    # a 1-hour cache write, and 100 output tokens at $15): it fits, finishes over: $0.009
+    assert post(client, key).status_code == 200
     resp = post(client, key)
     body = assert_error(resp, 402, "billing_error", contains="budget")
     assert resp.headers["x-should-retry"] == "false" and "retry-after" not in resp.headers
@@ -49,15 +51,16 @@ def test_budget_used_up_is_402_without_calling_upstream(client, admin, upstream,
 
 
 def test_budget_holds_under_concurrency(live, admin, upstream):
-    """20 requests at once against a budget that covers 7: each reserves its worst case
-    (input by size + all of max_tokens) until it is settled, so at most one overshoots."""
+    """20 requests at once against a budget that covers 7 by their real cost: each reserves its
+    worst case (input by size at the dearest input rate + all of max_tokens) until it is settled,
+    and reservations never add up past what is left: no overshoot when real <= reserved."""
     upstream.set_default(lambda request: json_answer(
         anthropic_message(usage={"input_tokens": 10, "output_tokens": 100}), headers={}))
     anthropic_channel(admin, upstream)
     actual = 10 * 3000 + 100 * 15000  # 1.53 milli-USD a request
     key = admin.create_key(name="b", budget_usd=7 * actual / 1e9)
     body = json.dumps({**BODY, "max_tokens": 100}).encode()
-    worst = estimate_tokens(len(body)) * 3000 + 100 * 15000  # the relay's reservation, nano-USD
+    worst = estimate_tokens(len(body)) * 6000 + 100 * 15000  # the relay's reservation, nano-USD
     results = []
 
     def one():  # retries 429s as the SDK does; 402 is final
@@ -77,9 +80,10 @@ def test_budget_holds_under_concurrency(live, admin, upstream):
         t.join(30)
     admitted = results.count(200)
     assert len(results) == 20 and set(results) == {200, 402}
-    assert 7 <= admitted <= 8, results  # 7 fit; reservations allow at most one more
+    fits = 1 + (7 * actual - worst) // actual  # the last one admitted still had its worst case left
+    assert admitted == fits, (results, fits)
     used = admin.get(f"/admin/keys/{key['id']}").get_json()["used_usd"]
-    assert used < (7 * actual + worst) / 1e9  # overshoot: less than one request's worst case
+    assert used <= 7 * actual / 1e9  # every real cost was within its reservation: no overshoot
 
 
 def test_token_quota_used_up_is_402(client, admin, upstream, channel):

@@ -255,8 +255,10 @@ class Limiter:
                               headers={"retry-after": _retry_after(stats.reset_time)})
 
     def _reserve(self, key: KeySnapshot, admission: Admission, estimate: Estimate) -> None:
-        """Reserve the request's worst case, then compare with fresh totals: 402 when used up,
-        429 while the rest is committed to requests in flight.
+        """Reserve the request's worst case, then compare with fresh totals: 402 when the budget
+        is used up or this request alone could cost more than is left; 429 while the rest is
+        committed to requests in flight. Reservations never add up past what is left, so the
+        most a key overspends is each in-flight request's real cost beyond its reservation.
 
         Reserving before reading closes the race with a request settling meanwhile: it
         commits its charge before dropping its reservation, so it is counted in one or both.
@@ -268,13 +270,17 @@ class Limiter:
                 name, lease = f"octorelay:{kind}:{key.id}", uuid.uuid4().hex
                 others = self._leases.add(name, lease, weight, self.lease_ttl)
                 admission.reservations.append((name, lease))
-                held.append((kind, cap, others))
+                held.append((kind, cap, others, weight))
         used_nanos, used_tokens = _fresh_usage(key)
         check_budget(key, used_nanos, used_tokens)
-        for kind, cap, others in held:
-            if (used_nanos if kind == "budget" else used_tokens) + others >= cap:
-                raise RateLimited(f"the rest of this API key's {kind} is committed to requests in flight",
-                                  headers={"retry-after": "1"})
+        for kind, cap, others, weight in held:
+            used = used_nanos if kind == "budget" else used_tokens
+            if used + others + weight <= cap:
+                continue
+            if others == 0 or used + weight > cap:
+                raise BillingError(_too_dear(kind, cap - used, weight), headers={"x-should-retry": "false"})
+            raise RateLimited(f"the rest of this API key's {kind} is committed to requests in flight",
+                              headers={"retry-after": "1"})
 
     def _admit_limits(self, key: KeySnapshot, admission: Admission) -> None:
         if key.tpm:
@@ -382,6 +388,15 @@ def _fresh_usage(key: KeySnapshot) -> tuple[int, int]:
     """A budgeted key's totals straight from the DB: the cached snapshot may be a second old."""
     row = ApiKey.select(ApiKey.used_nanos, ApiKey.used_tokens).where(ApiKey.id == key.id).first()
     return (row.used_nanos, row.used_tokens) if row else (key.used_nanos, key.used_tokens)
+
+
+def _too_dear(kind: str, left: int, weight: int) -> str:
+    if kind == "budget":
+        return (f"this request could cost up to ${nanos_to_usd(weight):.4f} (its input and all of max_tokens at "
+                f"the model's dearest rates) and ${nanos_to_usd(max(left, 0)):.4f} of this API key's budget "
+                "is left: lower max_tokens, or raise the budget")
+    return (f"this request could use up to {weight} tokens (its input and all of max_tokens) and "
+            f"{max(left, 0)} of this API key's token quota are left: lower max_tokens, or raise the quota")
 
 
 def check_budget(key: KeySnapshot, used_nanos: int, used_tokens: int) -> None:

@@ -85,6 +85,17 @@ def cost_nanos(price: Price, usage: Usage) -> int:
     return (pico + 500) // 1000
 
 
+def worst_case_nanos(price: Price, input_tokens: int, output_tokens: int) -> int:
+    """The most `input_tokens` in and `output_tokens` out can cost on this price: every input
+    token at the dearest input-side rate (a 1-hour cache write, or a long-context tier's), every
+    output token at the dearest output rate. What budgets reserve while a request runs."""
+    tiers = [price.rates] + ([price.long_context[1]] if price.long_context else [])
+    dear_in = max(max(r.input, r.cache_write, r.cache_write_1h, r.cache_read) for r in tiers)
+    dear_out = max(r.output for r in tiers)
+    pico = input_tokens * dear_in + output_tokens * dear_out
+    return -(-pico // 1000)  # rounded up
+
+
 class PriceTable:
     """Exact names and globs; lookups are memoised (the table is rebuilt on every change)."""
 

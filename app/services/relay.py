@@ -29,12 +29,14 @@ from .accounting import Ledger, RequestRecord
 from .affinity import Affinity
 from .auth import KeySnapshot
 from .limiter import Admission, Estimate, Limiter
+from .pricing import worst_case_nanos
 from .routing import ChannelConfig, ChannelDirectory, home_first
 
 log = logging.getLogger("octorelay.relay")
 
 COUNTS_TOKENS = "count_tokens"  # _open(..., formats=COUNTS_TOKENS): only types whose upstream counts
 STOPPING_MESSAGE = "octorelay is restarting; retry the request"
+TOO_DEEP_TO_REENCODE = "request body is nested too deeply to be re-encoded for this channel"
 
 
 def retryable(status: int) -> bool:
@@ -84,6 +86,7 @@ class Relay:
     limiter: Limiter
     max_attempts: int = 3
     count_tokens_rpm: int = 600  # per key (OCTORELAY_COUNT_TOKENS_RPM)
+    server_tool_reserve_nanos: int = 250_000_000  # OCTORELAY_SERVER_TOOL_RESERVE_USD, per request
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     affinity: Affinity = field(default_factory=Affinity)
     stopping: bool = field(default=False, init=False)  # set once, by stop_upstreams()
@@ -138,14 +141,20 @@ class Relay:
         call.skip_channels = frozenset(unpriced)
 
     def _worst_case(self, call: RelayCall) -> Estimate:
-        """What this request could cost at most (input by size, all of max_tokens): only
-        budgeted keys need it, to reserve against what is left of their budget or quota."""
+        """What this request may be reserved against its key's budget and quota while it runs:
+        its input by size and all of max_tokens, at the model's dearest rates, plus an allowance
+        when it enables server tools (search results enter the context upstream). Only keys
+        with a budget or quota need it; reservations never add up past what is left."""
         key = call.key
         if key.budget_nanos is None and key.token_quota is None:
             return Estimate()
         model = next((c.upstream_model(call.model) for c in self.directory.candidates(call.model)), call.model)
-        worst = Usage(input_tokens=estimate_tokens(len(call.raw)), output_tokens=call.body["max_tokens"])
-        return Estimate(self.ledger.prices.cost_nanos(model, worst), worst.total)
+        input_tokens, output_tokens = estimate_tokens(len(call.raw)), call.body["max_tokens"]
+        price = self.ledger.prices.lookup(model)
+        nanos = worst_case_nanos(price, input_tokens, output_tokens) if price is not None else 0
+        if _uses_server_tools(call.body):
+            nanos += self.server_tool_reserve_nanos
+        return Estimate(nanos, input_tokens + output_tokens)
 
     def count_tokens(self, call: RelayCall) -> Reply:
         """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged,
@@ -211,6 +220,9 @@ class Relay:
                                                 count_tokens=call.count_tokens)
             except InvalidRequest as exc:  # this channel's format cannot carry the request
                 untranslatable = exc
+                continue
+            except RecursionError:  # re-encoding (model_map, translation) nests deeper than parsing did
+                untranslatable = InvalidRequest(TOO_DEEP_TO_REENCODE)
                 continue
             attempts += 1
             record.attempts += 1
@@ -409,6 +421,17 @@ class PrimedStream:
 
     def close(self) -> None:
         self._gen.close()
+
+
+SERVER_TOOLS = re.compile(r"^(web_search|web_fetch|code_execution|bash_code_execution|"
+                          r"text_editor_code_execution|tool_search)")
+
+
+def _uses_server_tools(body: dict) -> bool:
+    """Tools Anthropic runs itself (and bills beyond the body: searches, fetched pages)."""
+    tools = body.get("tools")
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and isinstance(t.get("type"), str) and SERVER_TOOLS.match(t["type"]) for t in tools)
 
 
 def _anthropic_error(body: bytes) -> bool:
