@@ -8,8 +8,9 @@ channel's cache and pays the write (1.25x or 2x input) where a read
 - identity, first found: the `x-claude-code-session-id` header; the
   `session_id` of a `metadata.user_id` that is a JSON object string
   (Claude Code), else that string itself; else a hash of the prefix
-  (`system`, `tools`, first message). Scoped per key and model, and only
-  a digest is stored: no client text in memory or in Redis.
+  (`system`, the tools' names, the first message; `cache_control` left
+  out). Scoped per key and model, and only a digest is stored: no client
+  text in memory or in Redis.
 - the home is remembered for `ttl` seconds (1 hour) after the last turn:
   in process (bounded LRU) or in Redis when REDIS_URL is set, so every
   worker and instance agrees. One round trip per request (GETEX, which
@@ -64,9 +65,20 @@ def conversation_id(headers: Mapping, body: dict) -> str | None:
     if first is None and not body.get("system"):
         return None
     content = first.get("content") if isinstance(first, dict) else first
-    prefix = json.dumps([_unmarked(body.get("system")), _unmarked(body.get("tools")), _unmarked(content)],
-                        separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        prefix = json.dumps([_unmarked(body.get("system")), _tool_names(body.get("tools")), _unmarked(content)],
+                            separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
+    except RecursionError:  # nested about as deep as the parser allows: routed on its own
+        return None
     return "p:" + hashlib.blake2b(prefix.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _tool_names(tools):
+    """Tools by name and type: serialising Claude Code's 60 KB of tool schemas on every turn
+    would cost ~0.3 ms; a toolset is told apart by its names."""
+    if not isinstance(tools, list):
+        return tools
+    return [[t.get("name"), t.get("type")] if isinstance(t, dict) else t for t in tools]
 
 
 def _unmarked(blocks):
