@@ -48,7 +48,7 @@ class ChannelType:
     default_base_url: Callable[[Mapping], str | None] = lambda options: None
     base_url_hint: str = ""
     local: bool = False           # answers in-process: no base_url, no upstream policy
-    api_key: str = "optional"     # "required", "optional" (see `auth_required`) or "unused"
+    api_key: str = "optional"     # "optional" (see `auth_required`), "unused" (ignored) or "refused"
     options: tuple[Option, ...] = ()
     credentials: Callable[[Mapping], None] | None = None  # checks `credentials`; None: not taken
     credentials_help: str = ""
@@ -112,7 +112,7 @@ register_channel_type(ChannelType(
     count_tokens=True))
 register_channel_type(ChannelType(
     name="vertex", label="vertex (Claude on Google Vertex AI)", adaptor=VertexAdaptor(), transport=GoogleTransport,
-    default_base_url=vertex_url, api_key="unused",
+    default_base_url=vertex_url, api_key="refused",
     base_url_hint="Empty = https://{region}-aiplatform.googleapis.com (global: https://aiplatform.googleapis.com).",
     options=(Option("project_id", "Google Cloud project id", GCP_PROJECT),
              Option("region", "Vertex AI region, e.g. us-east5, or global", GCP_REGION)),

@@ -118,15 +118,14 @@ def _check_fields(kind: ChannelType, given: dict, channel: Channel | None, polic
         refusal = policy.refusal(token_uri) if isinstance(token_uri, str) else None
         if refusal:
             raise InvalidRequest(f"credentials.token_uri: {refusal}")
-    if given.get("api_key") and kind.api_key == "unused":
-        raise InvalidRequest(f"api_key: {kind.name} channels take no api_key"
-                             + (" (use credentials)" if kind.credentials else ""))
+    if given.get("api_key") and kind.api_key == "refused":
+        raise InvalidRequest(f"api_key: {kind.name} channels take no api_key (use credentials)")
     if kind.auth_required:
         has_key = given["api_key"] if "api_key" in given else (channel is not None and channel.api_key_enc)
         has_credentials = credentials if "credentials" in given else (channel is not None and channel.credentials_enc)
         if not has_key and not has_credentials:
             raise InvalidRequest(f"credentials: required for {kind.name} channels"
-                                 + (" (or an api_key)" if kind.api_key != "unused" else ""))
+                                 + (" (or an api_key)" if kind.api_key == "optional" else ""))
 
 
 def _check_name_free(name: str, own_id: int | None = None) -> None:

@@ -41,7 +41,7 @@ function showTypeFields() {
   }
   document.getElementById("ch-credentials-field").hidden = !type.credentials;
   document.getElementById("ch-credentials-hint").textContent = type.credentialsHelp;
-  document.getElementById("ch-api-key-field").hidden = type.apiKey === "unused";
+  document.getElementById("ch-api-key-field").hidden = type.apiKey !== "optional";
   document.getElementById("ch-base-url-field").hidden = type.local;
   document.getElementById("ch-base-url-hint").textContent = type.baseUrlHint;
 }
@@ -62,7 +62,7 @@ function typeFields(out) {
       throw new Error("Credentials: not valid JSON.");
     }
   }
-  if (type.apiKey === "unused") delete out.api_key;
+  if (type.apiKey !== "optional") delete out.api_key;
 }
 
 function fields() {
