@@ -54,3 +54,95 @@ def test_mid_stream_error_codes_as_strings_or_numbers(sdk, upstream, openai_chan
                 pass
     assert err.value.body["error"]["type"] == expected
     assert wait_for_row().error_type == expected
+
+
+# --------------------------------------------------------------------------- deep nesting
+
+DEPTH_PLACES = {
+    # an unknown top-level field: re-encoded only when model_map renames the model
+    "unknown_field": lambda body: body.update(x_deep="DEEP"),
+    # a tool's schema: one level deeper in Chat Completions (tools.0.function.parameters)
+    "input_schema": lambda body: body.update(tools=[{"name": "t", "input_schema": {"type": "object",
+                                                                                  "properties": "DEEP"}}]),
+    # an extra key in a text block: walked by the local token estimate
+    "text_block": lambda body: body.update(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "hi", "extra": "DEEP"}]}]),
+}
+
+
+def deep_body(model: str, place: str, depth: int, stream: bool = False) -> bytes:
+    body = {"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+    DEPTH_PLACES[place](body)
+    return json.dumps(body).encode().replace(b'"DEEP"', ("[" * depth + "]" * depth).encode())
+
+
+def upstream_answer(request):
+    from tests.upstream import anthropic_message
+
+    if request.path.endswith("/chat/completions"):
+        if request.json().get("stream"):
+            return done(text_stream(["ok"]))
+        return json_answer(completion("ok"))
+    if request.path.endswith("/count_tokens"):
+        return json_answer({"input_tokens": 5})
+    return json_answer(anthropic_message("ok"))
+
+
+def too_deep_to_parse(resp) -> bool:
+    return resp.status_code == 400 and "nested too deeply" in resp.get_json()["error"]["message"] \
+        and "valid JSON" in resp.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("model, place, route, stream", [
+    ("claude-x", "unknown_field", "/v1/messages", False),  # model_map: claude-x -> claude-y
+    ("claude-x", "unknown_field", "/v1/messages/count_tokens", False),
+    ("llama-3", "input_schema", "/v1/messages", False),
+    ("llama-3", "text_block", "/v1/messages", True),
+    ("llama-3", "input_schema", "/v1/messages/count_tokens", False),  # estimated locally
+    ("llama-3", "text_block", "/v1/messages/count_tokens", False),
+])
+def test_deep_nesting_that_parses_is_never_a_500(client, admin, upstream, key, model, place, route, stream):
+    """Nesting just under the parser's limit still parses; re-encoding it (model_map, the OpenAI
+    body) or walking it (the token estimate) happens deeper in the stack and used to raise
+    RecursionError: a 500. Every depth up to the parser's limit must be a 200 or a clear 400."""
+    from .conftest import anthropic_channel
+
+    anthropic_channel(admin, upstream, models=["claude-x"], model_map={"claude-x": "claude-y"})
+    admin.create_channel(name="llama", type="openai", base_url=upstream.url + "/v1", api_key=UPSTREAM_KEY,
+                         models=["llama-*"])
+    upstream.set_default(upstream_answer)
+    headers = {"x-api-key": key["key"], "content-type": "application/json"}
+
+    def post(depth):
+        return client.post(route, data=deep_body(model, place, depth, stream), headers=headers)
+
+    low, high = 1, 5000  # the parser's limit here: the smallest depth it refuses
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if too_deep_to_parse(post(middle)) else (middle + 1, high)
+    assert 300 < low < 5000, low
+    answers = {depth: post(depth) for depth in (*range(max(1, low - 100), low), 400, 600)}
+    bad = {depth: (resp.status_code, resp.get_data(as_text=True)[:120])
+           for depth, resp in answers.items() if resp.status_code not in (200, 400)}
+    assert not bad, bad
+    refused = [resp for resp in answers.values() if resp.status_code == 400]
+    for resp in refused:
+        assert resp.get_json()["error"]["type"] == "invalid_request_error"
+        assert "nested too deeply" in resp.get_json()["error"]["message"]
+    assert answers[400].status_code == 200  # ordinary depths still pass
+
+
+def test_deeply_nested_upstream_answers_are_the_upstreams_fault_not_a_500(sdk, upstream, openai_channel):
+    from tests.upstream import body_answer
+
+    deep = "[" * 5000 + "]" * 5000
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": ' + deep + "}"}}
+    upstream.script(json_answer(completion("", tool_calls=[call], finish="tool_calls")),
+                    body_answer(json.dumps(completion("x")).replace('"x"', deep), content_type="application/json"))
+    message = sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Hi"}])
+    assert message.content[-1].type == "tool_use" and message.content[-1].input == {}  # unreadable arguments
+    with pytest.raises(anthropic.APIStatusError) as err:
+        sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Hi"}])
+    assert err.value.status_code == 502 and "nested too deeply" in err.value.message

@@ -70,22 +70,25 @@ MESSAGE_OVERHEAD_TOKENS = 4
 
 def estimate_input_tokens(body: Mapping) -> int:
     """A local count_tokens: ~4 characters a token over every string the model would read
-    (system, messages, tool definitions), a flat 1600 per image, 4 per message."""
+    (system, messages, tool definitions), a flat 1600 per image, 4 per message.
 
-    def chars(value) -> int:
-        if isinstance(value, str):
-            return len(value)
-        if isinstance(value, Mapping):
-            if value.get("type") == "image":
-                return IMAGE_TOKENS * 4
-            return sum(chars(v) for k, v in value.items() if k not in ("type", "cache_control", "id"))
-        if isinstance(value, list):
-            return sum(chars(v) for v in value)
-        return 0
-
+    A loop over an explicit stack, not recursion: a body nested as deep as the parser allows
+    must not raise RecursionError here (a 500 for what is a valid request)."""
     messages = body.get("messages") or []
-    total = chars(body.get("system")) + chars(messages) + chars(body.get("tools"))
-    return estimate_tokens(total) + MESSAGE_OVERHEAD_TOKENS * len(messages)
+    total = 0
+    pending = [body.get("system"), messages, body.get("tools")]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, dict):
+            if value.get("type") == "image":
+                total += IMAGE_TOKENS * 4
+            else:
+                pending.extend(v for k, v in value.items() if k not in ("type", "cache_control", "id"))
+        elif isinstance(value, list):
+            pending.extend(value)
+    return estimate_tokens(total) + MESSAGE_OVERHEAD_TOKENS * len(messages if isinstance(messages, list) else ())
 
 
 @dataclass(frozen=True)

@@ -517,7 +517,7 @@ def parse_arguments(arguments: Any) -> dict:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -677,7 +677,7 @@ def translate_error(status: int, body: bytes) -> tuple[int, bytes]:
     try:
         payload = json.loads(body) if body else None
         message = _error_text(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         # Not JSON: a short plain-text answer is worth showing, a proxy's HTML page is not.
         text = body.decode("utf-8", "replace").strip()
         message = text if text and len(text) <= 300 and not text.startswith("<") else ""
@@ -744,7 +744,7 @@ class OpenAIStream:
             return self._end()
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return b""  # keep-alives and junk between chunks
         if not isinstance(payload, dict):
             return b""
@@ -940,7 +940,7 @@ class OpenAIStream:
         error) as plain JSON: replay it as the event sequence the client asked for."""
         try:
             payload = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return b""  # _end() reports the empty stream
         if isinstance(payload, dict) and payload.get("error"):
             return self._fail(payload["error"])
@@ -1018,10 +1018,12 @@ class OpenAIAdaptor:
     def translate_response(self, body: bytes) -> tuple[bytes, Usage]:
         try:
             payload = json.loads(body)
+            message, usage = to_anthropic_message(payload)
+            return _dumps(message), usage
         except ValueError:
             raise UpstreamError("the OpenAI-compatible upstream answered with a body that is not JSON") from None
-        message, usage = to_anthropic_message(payload)
-        return _dumps(message), usage
+        except RecursionError:
+            raise UpstreamError("the OpenAI-compatible upstream answered with JSON nested too deeply") from None
 
     def translate_stream(self) -> OpenAIStream:
         return OpenAIStream()
