@@ -59,6 +59,12 @@ class Settings:
         return self.database_url.split(":", 1)[0] == "sqlite"
 
     @property
+    def serving_workers(self) -> int:
+        """Workers the web process runs: WEB_CONCURRENCY with Redis; one without, since limits,
+        concurrency slots and budget reservations live in process memory then."""
+        return self.web_concurrency if self.redis_url else 1
+
+    @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 
@@ -199,9 +205,4 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         session_affinity_ttl_s=_float(env, "OCTORELAY_SESSION_AFFINITY_TTL", 3600.0, 0.001, 86400.0),
         cors_origins=_cors_origins(env),
     )
-    if settings.web_concurrency > 1 and not settings.redis_url:
-        raise ConfigError(
-            f"WEB_CONCURRENCY={settings.web_concurrency} needs REDIS_URL: without it every worker "
-            "keeps its own rpm/tpm/concurrency counters and each limit is multiplied by the "
-            "number of workers")
     return settings

@@ -9,7 +9,7 @@ _settings = settings_or_exit()  # bad configuration: one line, exit 2, before an
 
 wsgi_app = "app:create_app()"
 bind = f"0.0.0.0:{_settings.port}"
-workers = _settings.web_concurrency
+workers = _settings.serving_workers  # one without REDIS_URL, whatever WEB_CONCURRENCY says (logged at start)
 # Our subclasses of gunicorn's workers: gevent's does not wait out idle keep-alives at SIGTERM;
 # both end what is still open shortly before the grace runs out (app/shutdown.py).
 worker_class = "app.gevent_worker.Worker" if _settings.worker_class == "gevent" else "app.gthread_worker.Worker"
@@ -70,4 +70,9 @@ def on_starting(server):
     hold it. In the master, before any worker: it must not import peewee (gevent patches later)."""
     from app.pg_budget import check
 
+    if workers < _settings.web_concurrency:
+        server.log.warning(
+            f"WEB_CONCURRENCY={_settings.web_concurrency} but REDIS_URL is not set: serving with 1 worker "
+            "(without Redis, rate limits, concurrency slots and budget reservations live in one "
+            "process's memory); set REDIS_URL to run more workers")
     check(_settings, workers, server.log)

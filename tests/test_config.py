@@ -54,10 +54,9 @@ def test_malformed_secret_key_refuses_to_start(tmp_path):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "OCTORELAY_SECRET_KEY": "short"})
 
 
-def test_several_workers_need_redis():
-    with pytest.raises(ConfigError, match="WEB_CONCURRENCY=2 needs REDIS_URL"):
-        load_settings({"WEB_CONCURRENCY": "2"})
-    assert load_settings({"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}).web_concurrency == 2
+def test_several_workers_need_redis_else_one_serves():
+    assert load_settings({"WEB_CONCURRENCY": "2"}).serving_workers == 1  # no Redis: one worker (logged)
+    assert load_settings({"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}).serving_workers == 2
 
 
 @pytest.mark.parametrize("raw, value", [("1", True), ("true", True), ("0", False), ("", False)])
