@@ -18,6 +18,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from .logs import configure_logging
     from .services.auth import KeyCache
     from .services.changes import ChangeFeed
+    from .services.refusals import RefusalLog
     from .services.channels import UpstreamPolicy
 
     if isinstance(config, Settings):
@@ -44,7 +45,8 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     feed = ChangeFeed()  # admin writes in force for the next request (services/changes.py)
     app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s, feed=feed)
     app.extensions["octorelay.redis"] = _redis_client(settings)
-    app.extensions["octorelay.relay"] = _relay(settings, box, app.extensions["octorelay.redis"], policy, feed)
+    app.extensions["octorelay.relay"] = relay = _relay(settings, box, app.extensions["octorelay.redis"], policy, feed)
+    app.extensions["octorelay.refusals"] = RefusalLog(relay.ledger, settings.refusal_log_per_min)
     db.init_app(app, settings)
     web.init_app(app)
     return app

@@ -37,6 +37,7 @@ class Settings:
     threads: int = 1000
     max_body_mb: float = 32.0
     count_tokens_rpm: int = 600  # count_tokens calls per key per minute
+    refusal_log_per_min: int = 60  # log rows for refused requests, per key per minute per process
     server_tool_reserve_usd: float = 0.25  # reserved on top of a request's worst case when it enables server tools
     max_upstream_body_mb: float = 32.0  # a non-streamed upstream answer (or error body) read whole
     anthropic_api_key: str | None = None
@@ -187,6 +188,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         threads=_int(env, "OCTORELAY_THREADS", DEFAULT_CONCURRENCY[worker_class], 1, 10000),
         max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
         count_tokens_rpm=_int(env, "OCTORELAY_COUNT_TOKENS_RPM", 600, 1, 10**6),
+        refusal_log_per_min=_int(env, "OCTORELAY_REFUSAL_LOG_PER_MIN", 60, 0, 10**6),
         server_tool_reserve_usd=_float(env, "OCTORELAY_SERVER_TOOL_RESERVE_USD", 0.25, 0.0, 1000.0),
         max_upstream_body_mb=_float(env, "OCTORELAY_MAX_UPSTREAM_BODY_MB", 32.0, 0.001, 1024),
         anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),

@@ -29,6 +29,8 @@ UNPRICED_REQUESTS = Counter("octorelay_unpriced_requests", "Requests relayed at 
 SESSION_AFFINITY = Counter("octorelay_session_affinity",
                            "Routed requests of a known conversation: kept on its channel, new, or moved.",
                            ["outcome"])
+REFUSALS = Counter("octorelay_refusals", "Requests refused before routing, and whether they got a log row.",
+                   ["status", "error_type", "logged"])
 LIMIT_STORE_ERRORS = Counter("octorelay_limit_store_errors", "Rate-limit store (Redis) failures.", ["during"])
 
 

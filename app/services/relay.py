@@ -53,6 +53,7 @@ class RelayCall:
     headers: Mapping
     count_tokens: bool = False
     skip_channels: frozenset = frozenset()  # channels this call must not use (their model is unpriced)
+    recorded: bool = False  # the relay took charge of its log row (refusals before that: services/refusals.py)
 
     @property
     def model(self) -> str:
@@ -100,6 +101,7 @@ class Relay:
         admission = self.limiter.admit(call.key, self._worst_case(call))
         release_db()  # a budgeted key's fresh totals were just read: hold the connection no longer
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
+        call.recorded = True
         self._in_flight[id(record)] = record
         try:
             opened = self._open(call, record)

@@ -4,6 +4,7 @@ from flask import Blueprint, Response, current_app, g, request
 from ..schemas.messages import check_messages_body, parse_json_body
 from ..services import catalog
 from ..services.auth import authenticate, key_from_headers
+from ..services.refusals import LOGGED_STATUSES
 from ..services.relay import RelayCall
 from .envelope import json_response, read_body, request_id
 
@@ -20,8 +21,23 @@ def _authenticate():
 def _call(count_tokens: bool) -> RelayCall:
     raw = read_body()
     body = parse_json_body(raw)
+    g.model, g.stream = body.get("model"), body.get("stream") is True  # for a refusal's log row
     check_messages_body(body, count_tokens=count_tokens)
-    return RelayCall(request_id(), g.key, body, raw, request.headers, count_tokens=count_tokens)
+    g.call = RelayCall(request_id(), g.key, body, raw, request.headers, count_tokens=count_tokens)
+    return g.call
+
+
+@bp.after_request
+def _log_refusal(response: Response) -> Response:
+    """A Messages request refused before the relay took charge of it still leaves a row."""
+    if (request.endpoint == "client.messages" and response.status_code in LOGGED_STATUSES
+            and "key" in g and not getattr(g.get("call"), "recorded", False)):
+        error = (response.get_json(silent=True) or {}).get("error") or {}
+        model = g.get("model") if isinstance(g.get("model"), str) else None
+        current_app.extensions["octorelay.refusals"].record(
+            request_id(), g.key.id, model, bool(g.get("stream")), response.status_code,
+            str(error.get("type") or "invalid_request_error"))
+    return response
 
 
 def _send(reply) -> Response:
