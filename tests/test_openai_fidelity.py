@@ -146,3 +146,105 @@ def test_deeply_nested_upstream_answers_are_the_upstreams_fault_not_a_500(sdk, u
     with pytest.raises(anthropic.APIStatusError) as err:
         sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Hi"}])
     assert err.value.status_code == 502 and "nested too deeply" in err.value.message
+
+
+# --------------------------------------------------------------------------- structured output
+
+pydantic = pytest.importorskip("pydantic")
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+
+
+class Trip(pydantic.BaseModel):
+    destination: City
+    days: int
+    note: str | None = None  # optional: outside OpenAI's strict subset
+
+
+def test_messages_parse_sends_response_format_and_reads_the_answer(sdk, upstream, openai_channel):
+    if not hasattr(sdk.messages, "parse"):
+        pytest.skip("this anthropic SDK has no messages.parse")
+    upstream.script(json_answer(completion('{"name": "Paris", "population": 2100000}')))
+    message = sdk.messages.parse(model=MODEL, max_tokens=64, output_format=City,
+                                 messages=[{"role": "user", "content": "The capital of France?"}])
+    assert message.parsed_output == City(name="Paris", population=2100000)
+    sent = upstream.requests[0].json()
+    assert "output_config" not in sent and "output_format" not in sent
+    fmt = sent["response_format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["json_schema"]["name"] == "City"  # the schema's title
+    assert fmt["json_schema"]["strict"] is True  # closed, all required: OpenAI's strict subset
+    schema = fmt["json_schema"]["schema"]
+    assert schema["properties"].keys() == {"name", "population"} and schema["additionalProperties"] is False
+
+
+def test_streamed_parse_and_a_schema_outside_the_strict_subset(sdk, upstream, openai_channel):
+    answer = '{"destination": {"name": "Kyoto", "population": 1460000}, "days": 4}'
+    upstream.script(done(text_stream([answer[:20], answer[20:]])))
+    with sdk.messages.stream(model=MODEL, max_tokens=64, output_format=Trip,
+                             messages=[{"role": "user", "content": "Plan a trip"}]) as stream:
+        final = stream.get_final_message()
+    assert final.parsed_output == Trip(destination=City(name="Kyoto", population=1460000), days=4)
+    sent = upstream.requests[0].json()
+    assert sent["stream"] is True
+    fmt = sent["response_format"]["json_schema"]
+    assert fmt["name"] == "Trip" and fmt["strict"] is False  # `note` is optional: not strict-eligible
+    assert fmt["schema"]["$defs"]["City"]["required"] == ["name", "population"]
+
+
+def test_output_config_format_dict_and_the_beta_output_format(sdk, upstream, openai_channel):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    upstream.script(json_answer(completion('{"ok": true}')), json_answer(completion('{"ok": true}')))
+    message = sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "ok?"}],
+                                  output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert json.loads(message.content[0].text) == {"ok": True}
+    # the first beta's top-level field (this SDK only sends it from older call sites)
+    sdk.beta.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "ok?"}],
+                             extra_body={"output_format": {"type": "json_schema", "schema": schema}},
+                             betas=["structured-outputs-2025-11-13"])
+    for seen in upstream.requests:
+        assert seen.json()["response_format"] == {"type": "json_schema", "json_schema": {
+            "name": "response", "schema": schema, "strict": True}}
+
+
+def test_output_config_without_a_format_sends_none(sdk, upstream, openai_channel):
+    upstream.script(json_answer(completion("hi")))
+    sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+                        output_config={"effort": "high"})  # Claude Code sends this on every turn
+    assert "response_format" not in upstream.requests[0].json()
+
+
+@pytest.mark.parametrize("fmt, named", [
+    ({"type": "xml_schema", "schema": {}}, "output_config.format.type"),
+    ({"type": "json_schema"}, "output_config.format.schema"),
+    ({"type": "json_schema", "schema": "{}"}, "output_config.format.schema"),
+])
+def test_a_format_openai_cannot_express_is_a_400_and_nothing_is_sent(sdk, upstream, openai_channel, fmt, named):
+    with pytest.raises(anthropic.BadRequestError) as err:
+        sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+                            output_config={"format": fmt})
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    assert named in err.value.body["error"]["message"]
+    assert upstream.requests == []
+
+
+def test_a_structured_output_refusal_is_stop_reason_refusal(sdk, upstream, openai_channel):
+    refusal = "I can't help with that."
+    declined = completion(None)
+    declined["choices"][0]["message"]["refusal"] = refusal
+    events = [chunk({"role": "assistant", "content": None, "refusal": ""}),
+              chunk({"refusal": "I can't "}), chunk({"refusal": "help with that."}),
+              chunk({}, finish="stop"), chunk(choices=False, usage={"prompt_tokens": 9, "completion_tokens": 5})]
+    upstream.script(json_answer(declined), done(events))
+    fmt = {"format": {"type": "json_schema", "schema": City.model_json_schema()}}
+    message = sdk.messages.create(model=MODEL, max_tokens=64, output_config=fmt,
+                                  messages=[{"role": "user", "content": "x"}])
+    assert message.stop_reason == "refusal" and message.content[0].text == refusal
+    with sdk.messages.stream(model=MODEL, max_tokens=64, output_config=fmt,
+                             messages=[{"role": "user", "content": "x"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "refusal" and final.content[0].text == refusal

@@ -101,9 +101,10 @@ def to_chat_request(target: Target, body: Mapping) -> dict:
 
     Only fields with an OpenAI meaning are sent: OpenAI-compatible servers
     reject unknown fields, so unknown top-level Anthropic fields (and
-    `context_management`, `output_config`, `service_tier`, `container`,
+    `context_management`, `output_config.effort`, `service_tier`, `container`,
     `mcp_servers`...) are dropped rather than failing the request.
-    `top_k` does not exist in OpenAI's API and is dropped too.
+    `top_k` does not exist in OpenAI's API and is dropped too. Structured
+    output (`output_config.format`) is never dropped: see `response_format`.
     """
     messages: list[dict] = []
     system = _system_text(body.get("system"), "system")
@@ -143,6 +144,9 @@ def to_chat_request(target: Target, body: Mapping) -> dict:
     effort = reasoning_effort(body.get("thinking"))
     if effort:
         out["reasoning_effort"] = effort
+    structured = response_format(body)
+    if structured:
+        out["response_format"] = structured
     if body.get("stream") is True:
         # Without include_usage an OpenAI stream carries no token counts at all.
         out["stream"] = True
@@ -175,6 +179,69 @@ def reasoning_effort(thinking: Any) -> str | None:
         if budget < limit:
             return effort
     return "high"
+
+
+# OpenAI's rule for response_format.json_schema.name
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def response_format(body: Mapping) -> dict | None:
+    """Anthropic's structured output -> Chat Completions' `response_format`, or None.
+
+    `output_config.format` (or the older beta's top-level `output_format`),
+    `{"type": "json_schema", "schema": S}`, becomes `{"type": "json_schema",
+    "json_schema": {"name": N, "schema": S, "strict": B}}`; the answer comes
+    back as the message's text, which is what Anthropic returns and what the
+    SDKs' `messages.parse` reads. OpenAI requires a name Anthropic does not
+    have: the schema's `title` when it fits OpenAI's pattern, else "response".
+    Anthropic guarantees the schema; OpenAI only in strict mode, which it
+    refuses for schemas outside its subset, so `strict` is true exactly when
+    the schema is inside it (`strict_schema`) and false otherwise (the model
+    is still asked for that schema). A format that cannot be expressed is a
+    400, never dropped.
+    """
+    config = body.get("output_config")
+    path, spec = "output_config.format", config.get("format") if isinstance(config, Mapping) else None
+    if spec is None and body.get("output_format") is not None:
+        path, spec = "output_format", body.get("output_format")
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise InvalidRequest(f"{path}: must be an object")
+    if spec.get("type") != "json_schema":
+        raise InvalidRequest(f"{path}.type: {spec.get('type')!r} cannot be sent to {CHANNEL} "
+                             "(only 'json_schema' can)")
+    schema = spec.get("schema")
+    if not isinstance(schema, Mapping):
+        raise InvalidRequest(f"{path}.schema: required, a JSON schema object")
+    title = schema.get("title")
+    name = title if isinstance(title, str) and _SCHEMA_NAME.fullmatch(title) else "response"
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": dict(schema), "strict": strict_schema(schema)}}
+
+
+def strict_schema(schema: Mapping) -> bool:
+    """Whether OpenAI's strict mode accepts `schema`: every object in it closed
+    (`additionalProperties: false`) and listing all its properties as required.
+    A loop, not recursion: schemas come from clients and may nest deeply."""
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+            continue
+        if not isinstance(node, Mapping):
+            continue
+        properties = node.get("properties")
+        if node.get("type") == "object" or isinstance(properties, Mapping):
+            if node.get("additionalProperties") is not False:
+                return False
+            required = node.get("required")
+            names = set(properties) if isinstance(properties, Mapping) else set()
+            if not isinstance(required, list) or set(map(str, required)) != names:
+                return False
+        pending.extend(node.values())
+    return True
 
 
 _noted: set[str] = set()
@@ -561,7 +628,10 @@ def to_anthropic_message(payload: Any) -> tuple[dict, Usage]:
         # No signature exists for it; "" keeps the block well-formed for SDKs.
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = _content_text(message.get("content"))
-    if not text and isinstance(message.get("refusal"), str):
+    # A structured-output refusal: OpenAI's `refusal` instead of content is
+    # Anthropic's stop_reason "refusal", with the model's words as the text.
+    refused = not text and isinstance(message.get("refusal"), str) and bool(message["refusal"])
+    if refused:
         text = message["refusal"]
     if text:
         content.append({"type": "text", "text": text})
@@ -579,6 +649,8 @@ def to_anthropic_message(payload: Any) -> tuple[dict, Usage]:
     used_tools = any(block["type"] == "tool_use" for block in content)
     stop_reason, stop_sequence = stop_reason_for(choice.get("finish_reason"), choice.get("stop_reason"),
                                                  used_tools)
+    if refused and stop_reason == "end_turn":
+        stop_reason = "refusal"
     usage = usage_from(payload.get("usage")) or Usage()
     out = {
         "id": message_id(payload.get("id")),
@@ -718,6 +790,7 @@ class OpenAIStream:
         self._aliases: dict[Any, Any] = {}  # OpenAI index -> the call it now means
         self._finish_reason: Any = None
         self._vllm_stop: Any = None
+        self._refused = False
 
     # --------------------------------------------------------------- protocol
 
@@ -789,6 +862,10 @@ class OpenAIStream:
         text = delta.get("content")
         if isinstance(text, str) and text:
             out.extend(self._block_text("text", text))
+        refusal = delta.get("refusal")  # structured output declined: text, and stop_reason "refusal"
+        if isinstance(refusal, str) and refusal:
+            self._refused = True
+            out.extend(self._block_text("text", refusal))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for position, call in enumerate(calls):
@@ -922,6 +999,8 @@ class OpenAIStream:
                         "delta": {"type": "input_json_delta", "partial_json": tool["pending"]}}))
         out.extend(self._close_open())
         stop_reason, stop_sequence = stop_reason_for(self._finish_reason, self._vllm_stop, bool(self._tools))
+        if self._refused and stop_reason == "end_turn":
+            stop_reason = "refusal"
         if self.usage_final:
             usage = usage_json(self.usage)
         else:
