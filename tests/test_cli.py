@@ -237,25 +237,38 @@ def test_channel_names_are_unique(cli):
 def test_prices_lists_seeded_prices(cli, admin):
     data = cli.json("prices")["data"]
     by_model = {p["model"]: p for p in data}
-    assert by_model["claude-sonnet-4-5"] == {"model": "claude-sonnet-4-5", "input": 3.0, "output": 15.0,
-                                             "cache_write": 3.75, "cache_read": 0.3}
+    assert by_model["claude-sonnet-4-5"] == {
+        "model": "claude-sonnet-4-5", "input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_write_1h": 6.0,
+        "cache_read": 0.3, "web_search_per_1k": 10.0,
+        "long_context": {"threshold_tokens": 200000, "input": 6.0, "output": 22.5, "cache_write": 7.5,
+                         "cache_write_1h": 12.0, "cache_read": 0.6}}
     assert data == admin.get("/admin/prices").get_json()["data"]
     table = cli.ok("prices")
-    assert table.splitlines()[0].split() == ["model", "input", "output", "cache_write", "cache_read"]
-    assert any(line.split() == ["claude-sonnet-4-5", "3.0", "15.0", "3.75", "0.3"]
+    assert table.splitlines()[0].split() == ["model", "input", "output", "cache_write", "cache_write_1h",
+                                             "cache_read", "web_search_per_1k"]
+    assert any(line.split() == ["claude-sonnet-4-5", "3.0", "15.0", "3.75", "6.0", "0.3", "10.0"]
                for line in table.splitlines())
 
 
 def test_prices_set_creates_then_replaces(cli):
     price = cli.json("prices", "set", "m", "--input", "1", "--output", "2",
                      "--cache-write", "1.25", "--cache-read", "0.1")
-    assert price == {"model": "m", "input": 1.0, "output": 2.0, "cache_write": 1.25, "cache_read": 0.1}
+    assert price == {"model": "m", "input": 1.0, "output": 2.0, "cache_write": 1.25, "cache_write_1h": 2.0,
+                     "cache_read": 0.1, "web_search_per_1k": None, "long_context": None}
     assert price in cli.json("prices")["data"]
 
-    replaced = cli.json("prices", "set", "m", "--input", "4", "--output", "8",
-                        "--cache-write", "5", "--cache-read", "0.4")
-    assert replaced == {"model": "m", "input": 4.0, "output": 8.0, "cache_write": 5.0, "cache_read": 0.4}
-    assert [p for p in cli.json("prices")["data"] if p["model"] == "m"] == [replaced]
+    replaced = cli.json("prices", "set", "m*", "--input", "4", "--output", "8", "--cache-write", "5",
+                        "--cache-write-1h", "7", "--cache-read", "0.4", "--web-search-per-1k", "10",
+                        "--long-context", '{"threshold_tokens": 1000, "input": 8, "output": 12, '
+                                          '"cache_write": 10, "cache_read": 0.8}')
+    assert replaced == {"model": "m*", "input": 4.0, "output": 8.0, "cache_write": 5.0, "cache_write_1h": 7.0,
+                        "cache_read": 0.4, "web_search_per_1k": 10.0,
+                        "long_context": {"threshold_tokens": 1000, "input": 8.0, "output": 12.0,
+                                         "cache_write": 10.0, "cache_write_1h": 16.0, "cache_read": 0.8}}
+    assert [p for p in cli.json("prices")["data"] if p["model"] == "m*"] == [replaced]
+    bad = cli.fail("prices", "set", "m", "--input", "1", "--output", "2", "--cache-write", "1",
+                   "--cache-read", "0.1", "--long-context", "{not json")
+    assert "--long-context" in bad
 
 
 def test_prices_set_rejects_negative_price(cli):

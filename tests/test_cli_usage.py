@@ -42,7 +42,8 @@ def rows(cli):
 def test_usage_totals_json(cli, rows):
     assert cli.json("usage") == {"data": [{
         "requests": 3, "input_tokens": 600, "output_tokens": 60, "cache_creation_input_tokens": 5,
-        "cache_read_input_tokens": 1000, "cost_usd": 3e-9}]}
+        "cache_read_input_tokens": 1000, "cache_creation_1h_input_tokens": 0, "web_search_requests": 0,
+        "cost_usd": 3e-9}]}
 
 
 def test_usage_grouped_and_filtered_json(cli, rows):
@@ -58,7 +59,8 @@ def test_usage_grouped_and_filtered_json(cli, rows):
     assert cli.json("usage", "--until", "2025-03-01T18:00:00Z")["data"][0]["requests"] == 1
     assert cli.json("usage", "--group-by", "channel", "--key-id", "2")["data"] == [{
         "channel_id": 20, "requests": 1, "input_tokens": 200, "output_tokens": 20,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "cost_usd": 1e-9}]
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_1h_input_tokens": 0,
+        "web_search_requests": 0, "cost_usd": 1e-9}]
 
 
 def test_usage_json_is_what_the_api_returns(cli, rows, admin):
@@ -71,7 +73,8 @@ def test_usage_json_is_what_the_api_returns(cli, rows, admin):
 def test_usage_table(cli, rows):
     lines = cli.ok("usage", "--group-by", "model,day").splitlines()
     assert lines[0].split() == ["model", "day", "requests", "input_tokens", "output_tokens",
-                                "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd"]
+                                "cache_creation_input_tokens", "cache_creation_1h_input_tokens",
+                                "cache_read_input_tokens", "web_search_requests", "cost_usd"]
     assert len(lines) == 4
     assert lines[1].split()[:4] == [HAIKU, "2025-03-01", "1", "200"]
     assert lines[2].split()[:4] == [SONNET, "2025-03-01", "1", "100"]
@@ -87,9 +90,15 @@ def test_usage_on_an_empty_log(cli):
 
 
 def test_logs_json_newest_first(cli, rows):
+    from app.services.usage import LOG_FIELDS
+
     data = cli.json("logs")["data"]
     assert [e["request_id"] for e in data] == ["req_3", "req_2", "req_1"]
-    assert data[0] == {
+    assert list(data[0]) == list(LOG_FIELDS)  # the API's fields (test_usage.py pins them)
+    assert {k: data[0][k] for k in (
+        "request_id", "key_id", "channel_id", "model", "stream", "status", "error_type", "input_tokens",
+        "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "latency_ms",
+        "ttft_ms", "attempts", "client_disconnected", "created_at")} == {
         "request_id": "req_3", "key_id": 1, "channel_id": 10, "model": SONNET, "stream": True,
         "status": 529, "error_type": "overloaded_error", "input_tokens": 300, "output_tokens": 30,
         "cache_creation_input_tokens": 5, "cache_read_input_tokens": 0, "cost_usd": 1e-9,

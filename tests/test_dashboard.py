@@ -201,7 +201,7 @@ def test_add_a_channel_and_test_it(tab, admin, upstream):
     assert UPSTREAM_KEY not in page.content()
 
     row.get_by_role("button", name="Test channel loopback").click()
-    expect(row.locator("output")).to_have_text(re.compile(r"^OK: status 200 in \d+ ms \(claude-sonnet-4-6\)$"))
+    expect(row.locator("output")).to_have_text(re.compile(r"^OK: status 200 in \d+ ms \(claude-sonnet-5-5\)$"))
     assert upstream.requests[-1].headers["x-api-key"] == UPSTREAM_KEY
     assert upstream.requests[-1].json()["max_tokens"] == 1
 
