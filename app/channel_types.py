@@ -54,6 +54,7 @@ class ChannelType:
     credentials_help: str = ""
     auth_required: bool = False   # an api_key or credentials must be set
     count_tokens: bool = False    # the upstream has a count_tokens endpoint
+    count_tokens_fallback: bool = False  # the upstream refusing a count (400/404) -> the local estimate
 
     def base_url(self, stored: str | None, options: Mapping | None) -> str | None:
         """The stored URL, or the type's default (kept out of the row so a type change can't inherit it)."""
@@ -109,7 +110,7 @@ register_channel_type(ChannelType(
     credentials=check_aws_credentials, auth_required=True,
     credentials_help='{"aws_access_key_id": "…", "aws_secret_access_key": "…", "aws_session_token"?: "…"} '
                      "(SigV4), or a Bedrock API key in the API key field instead.",
-    count_tokens=True))
+    count_tokens=True, count_tokens_fallback=True))  # CountTokens exists for some models and regions only
 register_channel_type(ChannelType(
     name="vertex", label="vertex (Claude on Google Vertex AI)", adaptor=VertexAdaptor(), transport=GoogleTransport,
     default_base_url=vertex_url, api_key="refused",

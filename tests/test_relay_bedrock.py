@@ -6,6 +6,7 @@ import anthropic
 import pytest
 import requests
 
+from app.adaptors import estimate_input_tokens
 from app.models import Channel, RequestLog
 from tests.clouds import (AWS_KEY_ID, AWS_SECRET, AWS_SESSION_TOKEN, BEDROCK_API_KEY, FakeBedrock, anthropic_events,
                           aws_error, bedrock_frames, chunk_frame, event_json, event_stream_answer, exception_frame,
@@ -248,3 +249,11 @@ def test_channel_test_button_signs_like_the_relay(admin, upstream, bedrock):
     result = admin.post(f"/admin/channels/{channel['id']}/test").get_json()
     assert result["ok"] is True and result["model"] == "claude-sonnet-4-5"
     assert bedrock.calls[0].model == PROFILE and not bedrock.refusals
+
+
+def test_count_tokens_falls_back_to_the_local_estimate_where_bedrock_cannot_count(admin, upstream, bedrock, sdk):
+    bedrock_channel(admin, upstream, model_map={"claude-sonnet-4-5": "amazon.nova-pro-v1:0"})
+    messages = [{"role": "user", "content": "x" * 400}]
+    counted = sdk.messages.count_tokens(model="claude-sonnet-4-5", messages=messages)
+    assert counted.input_tokens == estimate_input_tokens({"messages": messages}) > 100
+    assert not bedrock.calls  # refused by the fake's validation, as Bedrock refuses models it cannot count

@@ -53,6 +53,7 @@ class RelayCall:
     headers: Mapping
     count_tokens: bool = False
     skip_channels: frozenset = frozenset()  # channels this call must not use (their model is unpriced)
+    admitted: Admission | None = None  # what the key was admitted for before its body was read (client.py)
     recorded: bool = False  # the relay took charge of its log row (refusals before that: services/refusals.py)
 
     @property
@@ -98,7 +99,7 @@ class Relay:
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
         self._refuse_unpriced(call)
-        admission = self.limiter.admit(call.key, self._worst_case(call))
+        admission = self.limiter.admit(call.key, self._worst_case(call), call.admitted)
         release_db()  # a budgeted key's fresh totals were just read: hold the connection no longer
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
         call.recorded = True
@@ -111,7 +112,7 @@ class Relay:
                 reply = self._complete(record, admission, opened, as_events=True)
             elif call.stream:
                 reply = Reply(200, _stream_headers(opened.upstream),
-                              PrimedStream(self._stream(record, admission, opened)))
+                              PrimedStream(self._stream(record, admission, opened, call.body)))
             else:
                 reply = self._complete(record, admission, opened)
         except Exception as exc:
@@ -167,7 +168,8 @@ class Relay:
         gets a local estimate, since Claude Code's context management breaks on a 404 here.
         """
         call.key.check_model(call.model)
-        self.limiter.admit_free(call.key, "count_tokens", self.count_tokens_rpm)
+        if call.admitted is None:  # else admitted before its body was read
+            self.limiter.admit_free(call.key, "count_tokens", self.count_tokens_rpm)
         record = RequestRecord(call.request_id, call.key.id, call.model, False)
         routable = [c for c in self.directory.candidates(call.model) if self._routable(c, None)]
         if routable and not any(self._routable(c, COUNTS_TOKENS) for c in routable):
@@ -175,6 +177,9 @@ class Relay:
             return Reply(200, {"content-type": "application/json"}, body)
         opened = self._open(call, record, formats=COUNTS_TOKENS)
         if isinstance(opened, Reply):
+            if opened.status in (400, 404) and _estimates_on_refusal(routable, record.channel_id):
+                body = json.dumps({"input_tokens": estimate_input_tokens(call.body)}).encode()
+                return Reply(200, {"content-type": "application/json"}, body)
             return opened
         try:
             body = opened.upstream.read()
@@ -310,9 +315,10 @@ class Relay:
         self._settle(record, admission)
         return reply
 
-    def _stream(self, record: RequestRecord, admission: Admission, opened: _Opened) -> Iterator[bytes]:
+    def _stream(self, record: RequestRecord, admission: Admission, opened: _Opened,
+                body: Mapping | None = None) -> Iterator[bytes]:
         """Forward each chunk as it arrives; the finally settles on every ending."""
-        translator = opened.adaptor.translate_stream()
+        translator = opened.adaptor.translate_stream(body)
         record.status = opened.upstream.status
         broken: TransportError | None = None
         cut = False  # ended by stop_upstreams() before the upstream finished
@@ -351,6 +357,7 @@ class Relay:
             if not translator.usage_final:
                 usage.output_tokens = max(usage.output_tokens, estimate_tokens(translator.output_chars))
             record.usage = usage
+            record.usage_estimated = not translator.usage_final  # some counts are ours, not the upstream's
             record.error_type = record.error_type or translator.error_type
             self._settle(record, admission)
             release_db()  # record_failure above may have borrowed one, after the request's teardown
@@ -501,6 +508,13 @@ def _as_event_stream(reply: Reply, record: RequestRecord) -> Reply:
         return Reply(502, {"content-type": "application/json"}, body.encode(), "api_error")
     headers = {k: v for k, v in reply.headers.items() if k != "content-type"}
     return Reply(200, {**_stream_headers_plain(), **headers}, events)
+
+
+def _estimates_on_refusal(channels: list[ChannelConfig], channel_id: int | None) -> bool:
+    """The channel that refused a count is of a type whose count exists only for some models or
+    regions (the registry says so): the local estimate answers instead of an error."""
+    kind = next((channel_type(c.type) for c in channels if c.id == channel_id), None)
+    return kind is not None and kind.count_tokens_fallback
 
 
 def _ms_since(started: float) -> int:
