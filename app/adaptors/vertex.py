@@ -78,7 +78,7 @@ class VertexAdaptor:
             if stream:
                 out_headers["accept"] = "text/event-stream"
         payload.setdefault("anthropic_version", VERSION)
-        auth = UpstreamAuth("google-service-account", dict(target.credentials or {}))
+        auth = UpstreamAuth("google-service-account", target.credentials or {})  # read, never changed
         return UpstreamRequest(url, out_headers, _dumps(payload), target.timeout_s, auth=auth)
 
     def translate_response(self, body: bytes) -> tuple[bytes, Usage]:
@@ -91,7 +91,7 @@ class VertexAdaptor:
             pass
         return body, usage
 
-    def translate_stream(self) -> AnthropicStream:
+    def translate_stream(self, request: Mapping | None = None) -> AnthropicStream:
         return AnthropicStream()
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:

@@ -10,8 +10,6 @@ instead of starting hundreds.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import threading
 from http.cookiejar import DefaultCookiePolicy
 
@@ -39,7 +37,7 @@ class GoogleTransport:
 
     def __init__(self, http: HttpTransport):
         self.http = http
-        self._accounts: dict[str, _Account] = {}
+        self._accounts: dict[tuple, _Account] = {}
         self._lock = threading.Lock()
         self._token_session = requests.Session()
         self._token_session.trust_env = False  # never a proxy or .netrc from the environment
@@ -62,7 +60,8 @@ class GoogleTransport:
         return account.credentials.token
 
     def _account(self, info: dict) -> _Account:
-        key = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
+        # the same str objects every request (from the channel cache): their hashes are cached
+        key = (info.get("client_email"), info.get("private_key_id"), info.get("token_uri"), info.get("private_key"))
         account = self._accounts.get(key)
         if account is None:
             with self._lock:
