@@ -436,3 +436,19 @@ def test_two_workers_keep_each_conversation_on_one_channel(env, procs, upstream,
         per_worker[path.name] = sum(value for name, value, *_ in MmapedDict.read_all_values_from_file(str(path))
                                     if "octorelay_session_affinity" in name)
     assert len([t for t in per_worker.values() if t > 0]) == 2, per_worker
+
+
+def test_outcomes_are_counted_in_the_metrics(client, key, three, upstream):
+    def counted() -> dict:
+        out = {}
+        for line in client.get("/metrics").get_data(as_text=True).splitlines():
+            if line.startswith("octorelay_session_affinity_total{"):
+                name, value = line.rsplit(" ", 1)
+                out[name.split('outcome="')[1].split('"')[0]] = float(value)
+        return out
+
+    before = counted()
+    conversation(client, key, "header", 1, 3)
+    after = counted()
+    assert after.get("new", 0) - before.get("new", 0) == 1
+    assert after.get("kept", 0) - before.get("kept", 0) == 2
