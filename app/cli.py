@@ -90,7 +90,21 @@ def _fields(**options) -> dict:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON objects.")
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command: a database that cannot be reached is one line saying so, not a traceback."""
+
+    def invoke(self, ctx):
+        from peewee import InterfaceError, OperationalError
+
+        from .db import describe_error
+
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, InterfaceError) as exc:
+            _fail(f"cannot use the database: {describe_error(exc)} (check DATABASE_URL)")
+
+
+@click.group(cls=_Commands)
 def main():
     """octorelay: a relay for the Claude Messages API."""
 

@@ -124,6 +124,11 @@ def _database_url(env: Mapping[str, str]) -> str:
         raise ConfigError(
             f"DATABASE_URL must start with sqlite:/// or postgresql:// (got scheme {scheme!r})"
         )
+    if scheme == "sqlite":
+        path = url.split("://", 1)[1].split("?", 1)[0][1:]  # sqlite:///rel.db -> rel.db, sqlite:////abs -> /abs
+        parent = os.path.dirname(os.path.abspath(path)) if path and path != ":memory:" else None
+        if parent and not os.path.isdir(parent):
+            raise ConfigError(f"DATABASE_URL points into {parent}, which does not exist")
     return url
 
 

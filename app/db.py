@@ -11,6 +11,7 @@ empty waits a bounded time, then gets a 503.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 
@@ -119,6 +120,15 @@ def upgrade(database, target: str | None = None) -> list[str]:
     """Apply pending migrations in order; returns the names applied (idempotent)."""
     with database.connection_context(), _migration_lock(database):
         return Runner(database, MIGRATIONS_DIR).up(target)
+
+
+def describe_error(exc: Exception) -> str:
+    """A database error in one line: its kind and the driver's first line (host, port, database
+    name: what to fix), never a password a URL might carry."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    first = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", first)
+    first = re.sub(r"(password\s*=\s*)\S+", r"\1***", first, flags=re.I)
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 def pending_migrations(database) -> list[str]:

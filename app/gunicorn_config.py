@@ -76,3 +76,19 @@ def on_starting(server):
             "(without Redis, rate limits, concurrency slots and budget reservations live in one "
             "process's memory); set REDIS_URL to run more workers")
     check(_settings, workers, server.log)
+    if _settings.redis_url:
+        _say_if_redis_is_down(server.log)
+
+
+def _say_if_redis_is_down(log) -> None:
+    """A dead Redis at start is said at start (and by /readyz), not discovered by the first 503."""
+    import redis
+
+    client = redis.Redis.from_url(_settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        log.warning(f"REDIS_URL does not answer ({type(exc).__name__}): keys with rate limits, concurrency "
+                    "limits or budgets get 503 until it does; /readyz says so too")
+    finally:
+        client.close()

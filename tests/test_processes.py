@@ -357,6 +357,7 @@ BAD_CONFIGS = {
     "postgres-without-secret": {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
                                 "OCTORELAY_SECRET_KEY": ""},
     "secret-not-fernet": {"OCTORELAY_SECRET_KEY": "not-a-fernet-key"},
+    "sqlite-dir-missing": {"DATABASE_URL": "sqlite:////no/such/dir/x.db"},
 }
 COMMANDS = {
     "gunicorn": [GUNICORN, "-c", "gunicorn.conf.py"],
@@ -376,6 +377,25 @@ def test_bad_config_refuses_to_start_with_one_error_line(env, procs, command, ba
     one_error_line(proc.stderr)
     with pytest.raises(requests.RequestException):
         get(port, "/healthz", timeout=0.5)
+
+
+UNREACHABLE_DATABASES = {
+    "refused": "postgresql://postgres:pw@127.0.0.1:{port}/x",
+    "unknown-host": "postgresql://postgres:pw@no-such-host.invalid/x",
+    "missing-database": "postgresql://postgres@127.0.0.1:5432/no_such_database_here",
+}
+
+
+@pytest.mark.parametrize("command", ["up", "db-upgrade"])
+@pytest.mark.parametrize("case", list(UNREACHABLE_DATABASES))
+def test_a_database_that_cannot_be_used_is_one_line(env, procs, command, case):
+    if case == "missing-database" and not PG_URL:
+        pytest.skip("needs a PostgreSQL server (OCTORELAY_TEST_DATABASE_URL)")
+    url = UNREACHABLE_DATABASES[case].format(port=free_port())
+    proc = procs(COMMANDS[command], cwd=REPO, env=base_env(**{**env, "DATABASE_URL": url}), name=command)
+    assert proc.wait_exit(timeout=30) != 0
+    one_error_line(proc.stderr)
+    assert "cannot use the database" in proc.stderr and "pw@" not in proc.stderr
 
 
 # 4. secrets never reach the logs or the database in plaintext ----------------------
@@ -480,3 +500,13 @@ def test_sigterm_is_not_held_up_by_idle_keep_alive_connections(env, procs, worke
         started = time.monotonic()
         assert server.wait_exit(timeout=15) == 0, server.stderr
         assert time.monotonic() - started < 10
+
+
+def test_a_dead_redis_is_said_at_start(env, procs):
+    port = free_port()
+    proc_env = base_env(**{**env, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=proc_env, name="gunicorn")
+    wait_until_serving(server, port)
+    assert "REDIS_URL does not answer" in server.stderr
+    ready = get(port, "/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error: ConnectionError")

@@ -1,10 +1,8 @@
 """Liveness and readiness probes for load balancers and PaaS health checks."""
-import re
-
 from flask import Blueprint, Response, current_app
 
 from .. import metrics
-from ..db import db, pending_migrations
+from ..db import db, describe_error, pending_migrations
 from .envelope import json_response
 
 bp = Blueprint("health", __name__)
@@ -25,7 +23,7 @@ def readyz():
         db.execute_sql("SELECT 1")
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready; the probe must not 500
-        checks["database"] = f"error: {_describe(exc)}"
+        checks["database"] = f"error: {describe_error(exc)}"
     if checks["database"] == "ok":
         try:
             pending = pending_migrations(db.obj)
@@ -33,26 +31,17 @@ def readyz():
                 f"error: {len(pending)} migration(s) not applied ({', '.join(pending)}): "
                 "run `octorelay db upgrade`")
         except Exception as exc:
-            checks["schema"] = f"error: {_describe(exc)}"
+            checks["schema"] = f"error: {describe_error(exc)}"
     redis_client = current_app.extensions.get("octorelay.redis")
     if redis_client is not None:
         try:
             redis_client.ping()
             checks["redis"] = "ok"
         except Exception as exc:
-            checks["redis"] = f"error: {_describe(exc)}"
+            checks["redis"] = f"error: {describe_error(exc)}"
     ready = all(v == "ok" for v in checks.values())
     return json_response({"status": "ready" if ready else "unavailable", "checks": checks},
                          200 if ready else 503)
-
-
-def _describe(exc: Exception) -> str:
-    """The exception's kind and first line (a driver's own words: host, port, database name),
-    never a password a URL might carry."""
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    first = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", first)
-    first = re.sub(r"(password\s*=\s*)\S+", r"\1***", first, flags=re.I)
-    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 @bp.get("/metrics")
