@@ -30,7 +30,9 @@ class ApiKey(BaseModel):
     key_prefix = CharField(max_length=16)
     models = JSONField(default=list)
     budget_nanos = BigIntegerField(null=True)
-    used_nanos = BigIntegerField(default=0)
+    used_nanos = BigIntegerField(default=0)  # counted from period_start when budget_period is set
+    budget_period = CharField(max_length=8, null=True)  # day / week / month (UTC); null: never resets
+    period_start = DateTimeField(null=True)  # the start of the period used_* count (services/periods.py)
     token_quota = BigIntegerField(null=True)
     used_tokens = BigIntegerField(default=0)
     rpm = IntegerField(null=True)

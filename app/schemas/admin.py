@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from ..channel_types import CHANNEL_TYPES
+from ..services.periods import PERIODS
 from ..timefmt import to_naive_utc
 from .strict import StrictBoolean, StrictFloat, StrictInteger
 
@@ -23,6 +24,7 @@ class KeySchema(Schema):
 
     name = fields.String(required=True, validate=_name)
     budget_usd = StrictFloat(allow_none=True, validate=validate.Range(min=0, max=10**9))
+    budget_period = fields.String(allow_none=True, validate=validate.OneOf(PERIODS))  # null: never resets
     token_quota = StrictInteger(allow_none=True, validate=validate.Range(min=0, max=10**15))
     rpm = StrictInteger(**_limit)
     tpm = StrictInteger(**_limit)

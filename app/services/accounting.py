@@ -28,6 +28,7 @@ from peewee import DataError, IntegrityError, SqliteDatabase
 from ..config import ConfigError
 from ..db import db
 from ..models import ApiKey, RequestLog, utcnow
+from . import periods
 from .pricing import PriceBook
 from .writer import SettlementWriter
 
@@ -185,6 +186,29 @@ def private_folder(folder: str) -> None:
                           "(set OCTORELAY_SPOOL_DIR to one)")
 
 
+def _charge_sql(q, p) -> str:
+    """The atomic charge of one key: `used = used + n`, in the budget period (services/periods.py)
+    of the rows' `created_at`. A key whose period has ended since its last charge starts again
+    from this charge (the reset and the charge are one UPDATE, so concurrent writers on every
+    instance agree); a row of a period that has already ended (written late, or by an instance
+    whose clock is behind) is logged but no longer counts against the key."""
+    period, start = q(ApiKey.budget_period.column_name), q(ApiKey.period_start.column_name)
+    current = f"(CASE {period} WHEN 'day' THEN {p} WHEN 'week' THEN {p} WHEN 'month' THEN {p} END)"
+    ended = f"({period} IS NOT NULL AND ({start} IS NULL OR {start} < {current}))"
+    earlier = f"({start} > {current})"  # null (false) for a key without a period
+    sets = [f"{col} = CASE WHEN {ended} THEN {p} WHEN {earlier} THEN {col} ELSE {col} + {p} END"
+            for col in (q(ApiKey.used_nanos.column_name), q(ApiKey.used_tokens.column_name))]
+    sets.append(f"{start} = CASE WHEN {ended} THEN {current} ELSE {start} END")
+    return f"UPDATE {q(ApiKey._meta.table_name)} SET {', '.join(sets)} WHERE {q(ApiKey.id.column_name)} = {p}"
+
+
+def _charge_params(key_id: int, day: datetime, nanos: int, tokens: int) -> tuple:
+    """The parameters of _charge_sql, in order, for rows created on `day` (UTC)."""
+    starts = tuple(ApiKey.period_start.db_value(s) for s in periods.starts_at(day))
+    # each used_* column: ended? -> n; earlier? -> unchanged; else + n.  period_start: ended? -> current
+    return (*starts, nanos, *starts, nanos, *starts, tokens, *starts, tokens, *starts, *starts, key_id)
+
+
 def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")[:200]
 
@@ -206,6 +230,7 @@ class Ledger:
         self.spool = spool
         self._statements: tuple[str, str, tuple] | None = None
         self.writer = SettlementWriter(self.write_batch)
+        self.clock = utcnow  # naive UTC now: a row's created_at, hence its budget period (tests inject one)
 
     def settle(self, record: RequestRecord, done: Callable[[int], None] | None = None) -> None:
         """Queue the request's row and charge; `done(cost_nanos)` runs once they are committed
@@ -214,7 +239,7 @@ class Ledger:
         record.latency_ms = int((time.perf_counter() - record.started) * 1000)
         row = {name: getattr(record, name) for name in LOG_FIELDS}
         row["model"] = _storable(record.model)  # any string a client sent must fit the column
-        row.update(upstream_model=record.upstream_model, created_at=utcnow().isoformat(),
+        row.update(upstream_model=record.upstream_model, created_at=self.clock().isoformat(),
                    **{name: getattr(record.usage, name) for name in USAGE_FIELDS})
         self.writer.submit(row, done)
 
@@ -263,9 +288,7 @@ class Ledger:
             insert = (f"INSERT INTO {q(RequestLog._meta.table_name)} "
                       f"({', '.join(q(RequestLog._meta.fields[c].column_name) for c in columns)}) "
                       f"VALUES ({', '.join([p] * len(columns))})")
-            nanos, tokens = q(ApiKey.used_nanos.column_name), q(ApiKey.used_tokens.column_name)
-            charge = (f"UPDATE {q(ApiKey._meta.table_name)} SET {nanos} = {nanos} + {p}, "
-                      f"{tokens} = {tokens} + {p} WHERE {q(ApiKey.id.column_name)} = {p}")
+            charge = _charge_sql(q, p)
             self._statements = (insert, charge, (columns, converters))
         return self._statements
 
@@ -282,13 +305,15 @@ class Ledger:
             values.append(tuple(conv(row.get(name)) for name, conv in zip(columns, converters)))
             tokens = sum(row.get(name, 0) for name in TOKEN_FIELDS)
             if row["key_id"] is not None and (cost or tokens):
-                total = charges.setdefault(row["key_id"], [0, 0])
+                day = row["created_at"].replace(hour=0, minute=0, second=0, microsecond=0)
+                total = charges.setdefault((row["key_id"], day), [0, 0])  # a batch may span a period's end
                 total[0] += cost
                 total[1] += tokens
         cursor = db.cursor()
         cursor.executemany(insert, values)
         if charges:  # in key order, so concurrent writers lock key rows in the same order
-            cursor.executemany(charge, [(n, t, key_id) for key_id, (n, t) in sorted(charges.items())])
+            cursor.executemany(charge, [_charge_params(key_id, day, n, t)
+                                        for (key_id, day), (n, t) in sorted(charges.items())])
 
     def _write_one(self, row: dict) -> int:
         try:

@@ -18,6 +18,7 @@ from ..errors import AuthenticationFailed, PermissionDenied
 from ..models import ApiKey, utcnow
 from .changes import ChangeFeed
 from .keys import KEY_PREFIX, hash_key
+from .periods import current_usage
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class KeySnapshot:
     expires_at: datetime | None
     enabled: bool
     revoked: bool
+    budget_period: str | None = None  # day / week / month: used_* count from period_start
+    period_start: datetime | None = None
 
     @classmethod
     def of(cls, row: ApiKey) -> "KeySnapshot":
@@ -44,7 +47,12 @@ class KeySnapshot:
             token_quota=row.token_quota, used_tokens=row.used_tokens,
             rpm=row.rpm, tpm=row.tpm, max_concurrency=row.max_concurrency,
             expires_at=row.expires_at, enabled=row.enabled, revoked=row.revoked_at is not None,
+            budget_period=row.budget_period, period_start=row.period_start,
         )
+
+    def usage(self, now: datetime) -> tuple[int, int]:
+        """(used nanos, used tokens) as of `now`: 0 once the budget period they count has ended."""
+        return current_usage(self.budget_period, self.period_start, self.used_nanos, self.used_tokens, now)
 
     def may_use(self, model: str) -> bool:
         """Empty `models` means every model; otherwise one glob must match."""

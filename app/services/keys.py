@@ -9,10 +9,12 @@ import hashlib
 import secrets
 from decimal import ROUND_HALF_UP, Decimal
 
+from ..db import db
 from ..errors import InvalidRequest, NotFound
 from ..models import ApiKey, utcnow
 from ..timefmt import iso
 from .changes import announce
+from .periods import current_usage, period_start, resets_at
 
 KEY_PREFIX = "sk-octo-"
 NANOS_PER_USD = 1_000_000_000
@@ -45,8 +47,12 @@ def key_status(key: ApiKey, now=None) -> str:
     return "active"
 
 
-def serialize(key: ApiKey) -> dict:
-    """The admin API's view of a key: every field, never the secret or its hash."""
+def serialize(key: ApiKey, now=None) -> dict:
+    """The admin API's view of a key: every field, never the secret or its hash. With a budget
+    period, the totals are this period's (0 once it has ended, before the next charge)."""
+    now = now or utcnow()
+    used_nanos, used_tokens = current_usage(key.budget_period, key.period_start, key.used_nanos,
+                                            key.used_tokens, now)
     return {
         "id": key.id,
         "name": key.name,
@@ -55,9 +61,11 @@ def serialize(key: ApiKey) -> dict:
         "enabled": key.enabled,
         "models": list(key.models or []),
         "budget_usd": nanos_to_usd(key.budget_nanos),
-        "used_usd": nanos_to_usd(key.used_nanos),
+        "budget_period": key.budget_period,
+        "budget_resets_at": iso(resets_at(key.budget_period, now)),
+        "used_usd": nanos_to_usd(used_nanos),
         "token_quota": key.token_quota,
-        "used_tokens": key.used_tokens,
+        "used_tokens": used_tokens,
         "rpm": key.rpm,
         "tpm": key.tpm,
         "max_concurrency": key.max_concurrency,
@@ -82,7 +90,10 @@ def _columns(fields: dict) -> dict:
 def create_key(fields: dict) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never seen again."""
     raw = mint_key()
-    key = ApiKey.create(key_hash=hash_key(raw), key_prefix=raw[:12], **_columns(fields))
+    columns = _columns(fields)
+    if columns.get("budget_period"):
+        columns["period_start"] = period_start(columns["budget_period"], utcnow())
+    key = ApiKey.create(key_hash=hash_key(raw), key_prefix=raw[:12], **columns)
     announce()
     return key, raw
 
@@ -103,11 +114,30 @@ def update_key(key_id: int, fields: dict) -> ApiKey:
     if key.revoked_at is not None:
         raise InvalidRequest(f"key {key_id} is revoked and cannot be changed")
     columns = _columns(fields)
+    if columns.get("budget_period", key.budget_period) == key.budget_period:
+        columns.pop("budget_period", None)  # unchanged: the period keeps running
     if columns:
-        columns["updated_at"] = utcnow()
-        ApiKey.update(**columns).where(ApiKey.id == key_id).execute()
+        now = columns["updated_at"] = utcnow()
+        with db.atomic():
+            if "budget_period" in columns:
+                _end_stale_period(key, now)
+                columns["period_start"] = columns["budget_period"] and period_start(columns["budget_period"], now)
+            ApiKey.update(**columns).where(ApiKey.id == key_id).execute()
         announce()
     return get_key(key_id)
+
+
+def _end_stale_period(key: ApiKey, now) -> None:
+    """Before a key's budget period changes: if its current period has ended, its totals are
+    stale and are zeroed first (conditionally: a charge may be landing at the same moment), so
+    that the new period never revives them. What was used in the current period stays, and
+    counts until the new period's next start: changing the period is no way to refill a key."""
+    if key.budget_period is None:
+        return
+    start = period_start(key.budget_period, now)
+    ApiKey.update(used_nanos=0, used_tokens=0, period_start=start).where(
+        (ApiKey.id == key.id) & (ApiKey.budget_period == key.budget_period)
+        & (ApiKey.period_start.is_null() | (ApiKey.period_start < start))).execute()
 
 
 def revoke_key(key_id: int) -> ApiKey:

@@ -28,9 +28,11 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ..errors import BillingError, Overloaded, RateLimited
 from ..metrics import LIMIT_STORE_ERRORS
-from ..models import ApiKey
+from ..models import ApiKey, utcnow
+from ..timefmt import iso
 from .auth import KeySnapshot
 from .keys import nanos_to_usd
+from .periods import current_usage, resets_at
 
 log = logging.getLogger("octorelay.limits")
 
@@ -185,32 +187,65 @@ class Limiter:
         self._live: dict[int, Admission] = {}  # admissions holding leases, renewed in the background
         self._live_lock = threading.Lock()
         self._renewer_pid: int | None = None
+        self.clock = utcnow  # naive UTC now: which budget period a request is admitted in (tests inject one)
 
     # admission --------------------------------------------------------------
 
-    def admit(self, key: KeySnapshot, estimate: Estimate = Estimate()) -> Admission:
-        """Refuse (402/429/503) or admit; call `finish` exactly once for every admission."""
-        metered = key.budget_nanos is not None or key.token_quota is not None
+    def admit_before_body(self, key: KeySnapshot) -> Admission:
+        """What can be refused before the request body is read and parsed (a 32 MB body costs a
+        worker far more to parse than this costs): a budget or quota already used up (as of the
+        cached snapshot: 402), tpm and rpm (429), and a concurrency slot (429), taken here and
+        held while the body arrives. `admit(key, estimate, admission)` then reserves the budget."""
         admission = Admission(key)
-        if not (metered or key.rpm or key.tpm or key.max_concurrency):
+        now = self.clock()
+        check_budget(key, *key.usage(now), now)
+        if not (key.rpm or key.tpm or key.max_concurrency):
             return admission
         try:
-            if metered:
-                self._reserve(key, admission, estimate)
             self._admit_limits(key, admission)
-        except (RateLimited, BillingError, DatabaseError):
-            self._give_back(admission)  # whatever was taken before the refusal
+        except RateLimited:
+            self._give_back(admission)
             raise
         except Exception as exc:
             self._give_back(admission)
             self._store_failed(exc, "admit")
             if not self.fail_open:
                 raise Overloaded("rate-limit state is unavailable; retry shortly") from None
-            if metered:  # failing open never waives the budget itself
-                check_budget(key, *_fresh_usage(key))
+        if admission.leases:
+            self._track(admission)
+        return admission
+
+    def admit(self, key: KeySnapshot, estimate: Estimate = Estimate(),
+              admission: Admission | None = None) -> Admission:
+        """Refuse (402/429/503) or admit; call `finish` exactly once for every admission.
+        `admission`: what `admit_before_body` granted, to which only the budget and quota
+        reservation (it needs the body's size and max_tokens) is added; without it, both steps."""
+        if admission is None:
+            admission = self.admit_before_body(key)
+        if key.budget_nanos is None and key.token_quota is None:
+            return admission
+        try:
+            self._reserve(key, admission, estimate)
+        except (RateLimited, BillingError, DatabaseError):
+            self._give_back(admission)  # the concurrency slot too: this request goes no further
+            raise
+        except Exception as exc:
+            self._release(admission, "reservations")
+            self._store_failed(exc, "admit")
+            if not self.fail_open:
+                self._give_back(admission)
+                raise Overloaded("rate-limit state is unavailable; retry shortly") from None
+            now = self.clock()
+            check_budget(key, *_fresh_usage(key, now), now)  # failing open never waives the budget itself
         if admission.leases or admission.reservations:
             self._track(admission)
         return admission
+
+    def abandon(self, admission: Admission) -> None:
+        """A request that ended before it was settled (a bad body, a refused model): give back
+        what it holds. Settled requests (`finish` was called) are left alone."""
+        if not admission.released:
+            self._give_back(admission)
 
     # leases outlive the wait for a slow answer ------------------------------------
 
@@ -240,7 +275,8 @@ class Limiter:
         """A free call (count_tokens): not billed, but not unlimited either. Refused once the key's
         budget is used up (as of its cached snapshot), and past `per_minute` calls of `kind`;
         separate from the key's rpm, which counts Messages requests."""
-        check_budget(key, key.used_nanos, key.used_tokens)
+        now = self.clock()
+        check_budget(key, *key.usage(now), now)
         item = RateLimitItemPerMinute(per_minute)
         try:
             allowed = self._windows.hit(item, "octorelay", kind, str(key.id))
@@ -271,8 +307,9 @@ class Limiter:
                 others = self._leases.add(name, lease, weight, self.lease_ttl)
                 admission.reservations.append((name, lease))
                 held.append((kind, cap, others, weight))
-        used_nanos, used_tokens = _fresh_usage(key)
-        check_budget(key, used_nanos, used_tokens)
+        now = self.clock()
+        used_nanos, used_tokens = _fresh_usage(key, now)
+        check_budget(key, used_nanos, used_tokens, now)
         for kind, cap, others, weight in held:
             used = used_nanos if kind == "budget" else used_tokens
             if used + others + weight <= cap:
@@ -384,10 +421,14 @@ def _headers(kind: str, limit: int, remaining: int, reset_epoch: float) -> dict:
     }
 
 
-def _fresh_usage(key: KeySnapshot) -> tuple[int, int]:
-    """A budgeted key's totals straight from the DB: the cached snapshot may be a second old."""
-    row = ApiKey.select(ApiKey.used_nanos, ApiKey.used_tokens).where(ApiKey.id == key.id).first()
-    return (row.used_nanos, row.used_tokens) if row else (key.used_nanos, key.used_tokens)
+def _fresh_usage(key: KeySnapshot, now) -> tuple[int, int]:
+    """A budgeted key's totals straight from the DB (the cached snapshot may be a second old),
+    as of `now`: 0 once the budget period they count has ended."""
+    row = ApiKey.select(ApiKey.used_nanos, ApiKey.used_tokens, ApiKey.budget_period, ApiKey.period_start) \
+        .where(ApiKey.id == key.id).first()
+    if row is None:
+        return key.usage(now)
+    return current_usage(row.budget_period, row.period_start, row.used_nanos, row.used_tokens, now)
 
 
 def _too_dear(kind: str, left: int, weight: int) -> str:
@@ -399,11 +440,13 @@ def _too_dear(kind: str, left: int, weight: int) -> str:
             f"{max(left, 0)} of this API key's token quota are left: lower max_tokens, or raise the quota")
 
 
-def check_budget(key: KeySnapshot, used_nanos: int, used_tokens: int) -> None:
+def check_budget(key: KeySnapshot, used_nanos: int, used_tokens: int, now=None) -> None:
+    resets = resets_at(key.budget_period, now or utcnow())
+    until = f" (it resets at {iso(resets)})" if resets else ""
     if key.budget_nanos is not None and used_nanos >= key.budget_nanos:
         raise BillingError(
-            f"this API key has used its budget of ${nanos_to_usd(key.budget_nanos):.2f}",
+            f"this API key has used its budget of ${nanos_to_usd(key.budget_nanos):.2f}{until}",
             headers={"x-should-retry": "false"})
     if key.token_quota is not None and used_tokens >= key.token_quota:
-        raise BillingError(f"this API key has used its quota of {key.token_quota} tokens",
+        raise BillingError(f"this API key has used its quota of {key.token_quota} tokens{until}",
                            headers={"x-should-retry": "false"})
