@@ -912,7 +912,8 @@ def test_stream_vllm_stop_sequence():
 def test_done_without_usage_chunk_estimates_output():
     out, translator = run(text_stream("x" * 40, usage=None))
     evs = events(out)
-    assert evs[-2][1]["usage"] == {"output_tokens": estimate_tokens(40)}
+    assert evs[-2][1]["usage"] == {"input_tokens": 0, "output_tokens": estimate_tokens(40),  # no request given
+                                   "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     assert translator.usage_final is False
     assert translator.usage.output_tokens == estimate_tokens(40) == 10
     message = accumulate(out)
@@ -1087,5 +1088,6 @@ def test_a_plain_json_error_instead_of_a_stream():
 def test_a_plain_json_answer_without_usage_is_estimated():
     raw = json.dumps({"id": "x", "model": "m", "choices": [{"message": {"content": "y" * 16}}]}).encode()
     out, translator = run([raw])
-    assert events(out)[-2][1]["usage"] == {"output_tokens": 4}
+    assert events(out)[-2][1]["usage"] == {"input_tokens": 0, "output_tokens": 4,
+                                           "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     assert translator.usage_final is False and translator.usage.output_tokens == 4

@@ -248,3 +248,51 @@ def test_a_structured_output_refusal_is_stop_reason_refusal(sdk, upstream, opena
                              messages=[{"role": "user", "content": "x"}]) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "refusal" and final.content[0].text == refusal
+
+
+# --------------------------------------------------------------------------- input counts on streams
+
+
+def chat_body(stream=True):
+    return {"model": MODEL, "max_tokens": 64, "stream": stream, "system": "You are terse. " * 20,
+            "messages": [{"role": "user", "content": "Tell me about the sea. " * 30}]}
+
+
+def test_a_stream_without_usage_bills_the_estimated_input_and_says_so(client, admin, key, upstream, openai_channel):
+    from app.adaptors import estimate_input_tokens
+
+    admin.put(f"/admin/prices/{MODEL}", json={"input": 1, "output": 2, "cache_write": 0, "cache_read": 0})
+    upstream.script(done(text_stream(["a" * 40, "b" * 40], usage=False)))
+    body = chat_body()
+    resp = client.post("/v1/messages", json=body, headers={"x-api-key": key["key"]})
+    events = [json.loads(line[6:]) for line in resp.get_data(as_text=True).splitlines() if line.startswith("data: ")]
+    expected = estimate_input_tokens(body)
+    assert expected > 100
+    closing = next(e for e in events if e["type"] == "message_delta")["usage"]
+    assert closing["input_tokens"] == expected and closing["output_tokens"] == 20
+    row = wait_for_row()
+    assert (row.input_tokens, row.output_tokens, row.usage_estimated) == (expected, 20, True)
+    assert row.cost_nanos == expected * 1000 + 20 * 2000
+    logged = admin.get("/admin/logs?limit=1").get_json()["data"][0]
+    assert logged["usage_estimated"] is True and logged["input_tokens"] == expected
+    used = admin.get(f"/admin/keys/{key['id']}").get_json()
+    assert used["used_tokens"] == expected + 20  # quotas and budgets see the input
+
+
+def test_message_start_carries_the_estimate_and_the_end_the_real_count(sdk, upstream, openai_channel):
+    from app.adaptors import estimate_input_tokens
+
+    upstream.script(done(text_stream(["Hel", "lo"])))  # upstream usage: 40 prompt (30 cached), 9 completion
+    body = chat_body()
+    events = list(sdk.messages.create(**body))
+    start = next(e for e in events if e.type == "message_start").message.usage
+    closing = next(e for e in events if e.type == "message_delta").usage
+    assert start.input_tokens == estimate_input_tokens(body)  # the best known count, not 0
+    assert (closing.input_tokens, closing.cache_read_input_tokens, closing.output_tokens) == (10, 30, 9)
+    row = wait_for_row()
+    assert (row.input_tokens, row.cache_read_input_tokens, row.usage_estimated) == (10, 30, False)
+    # the SDK's accumulated message ends with the upstream's numbers, merged over the estimate
+    upstream.script(done(text_stream(["Hi"])))
+    with sdk.messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as stream:
+        final = stream.get_final_message()
+    assert (final.usage.input_tokens, final.usage.cache_read_input_tokens) == (10, 30)

@@ -295,28 +295,29 @@ def test_logs_have_exactly_the_documented_fields(app):
         error_type="overloaded_error", input_tokens=11, output_tokens=22,
         cache_creation_input_tokens=33, cache_read_input_tokens=44, cost_nanos=123_456_789,
         latency_ms=1500, ttft_ms=320, attempts=3, client_disconnected=True, affinity="moved",
-        created_at=datetime(2025, 3, 1, 12, 34, 56, 789))
+        usage_estimated=True, created_at=datetime(2025, 3, 1, 12, 34, 56, 789))
     assert recent_logs() == [{
         "request_id": "req_full", "key_id": 7, "channel_id": 3, "model": SONNET, "stream": True,
         "status": 529, "error_type": "overloaded_error", "input_tokens": 11, "output_tokens": 22,
         "cache_creation_input_tokens": 33, "cache_read_input_tokens": 44,
             "cache_creation_1h_input_tokens": 0, "web_search_requests": 0, "cost_usd": 0.123456789,
         "latency_ms": 1500, "ttft_ms": 320, "attempts": 3, "client_disconnected": True,
-        "affinity": "moved", "created_at": "2025-03-01T12:34:56Z",
+        "affinity": "moved", "usage_estimated": True, "created_at": "2025-03-01T12:34:56Z",
     }]
     assert list(recent_logs()[0]) == list(LOG_FIELDS)
     assert set(LOG_FIELDS) == {
         "request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
         "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
         "cache_creation_1h_input_tokens", "web_search_requests",
-        "cost_usd", "latency_ms", "ttft_ms", "attempts", "client_disconnected", "affinity", "created_at"}
+        "cost_usd", "latency_ms", "ttft_ms", "attempts", "client_disconnected", "affinity", "usage_estimated",
+        "created_at"}
 
 
 def test_log_defaults_serialize_cleanly(app):
     log(request_id="req_min", key_id=None, channel_id=None)
     entry = recent_logs()[0]
     assert entry["key_id"] is None and entry["channel_id"] is None and entry["ttft_ms"] is None
-    assert entry["stream"] is False and entry["client_disconnected"] is False
+    assert entry["stream"] is False and entry["client_disconnected"] is False and entry["usage_estimated"] is False
     assert entry["error_type"] is None and entry["cost_usd"] == 0.0 and entry["attempts"] == 0
     assert entry["created_at"].endswith("Z")
 

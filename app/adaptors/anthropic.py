@@ -105,7 +105,7 @@ class AnthropicAdaptor:
             pass
         return body, usage
 
-    def translate_stream(self) -> AnthropicStream:
+    def translate_stream(self, request: Mapping | None = None) -> AnthropicStream:
         return AnthropicStream()
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:

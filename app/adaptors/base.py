@@ -123,8 +123,9 @@ class Adaptor(Protocol):
     def translate_response(self, body: bytes) -> tuple[bytes, Usage]:
         """A 2xx non-streaming body -> (Anthropic message JSON bytes, usage)."""
 
-    def translate_stream(self) -> StreamTranslator:
-        """A fresh translator for one streamed answer."""
+    def translate_stream(self, request: Mapping | None = None) -> StreamTranslator:
+        """A fresh translator for one streamed answer to `request` (the client's Messages body),
+        which a translator may read to estimate what its upstream reports late or never."""
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:
         """An upstream error answer -> (status, Anthropic error body) for the client."""

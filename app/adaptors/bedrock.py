@@ -230,7 +230,7 @@ class BedrockAdaptor:
             usage.merge(payload.get("usage"))
         return body, usage
 
-    def translate_stream(self) -> BedrockStream:
+    def translate_stream(self, request: Mapping | None = None) -> BedrockStream:
         return BedrockStream()
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:

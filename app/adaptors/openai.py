@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from ..errors import InvalidRequest, UpstreamError, error_type_for
 from ..upstream.sse import SSEParser, frame
 from ..upstream.transport import UpstreamRequest
-from .base import Target, Usage, estimate_tokens
+from .base import Target, Usage, estimate_input_tokens, estimate_tokens
 
 log = logging.getLogger("octorelay.adaptors.openai")
 
@@ -772,10 +772,19 @@ class OpenAIStream:
     is still sent, as an input_json_delta at that call's own block index
     (the SDK accumulates deltas by index, so the input stays complete)
     rather than being lost.
+
+    Usage: OpenAI reports it last (or never, on servers that ignore
+    `stream_options.include_usage`), Anthropic's clients read the input count
+    from `message_start` (some only there). So `request`, the client's body,
+    gives the relay's own estimate of the input (`estimate_input_tokens`),
+    which `message_start` carries; the closing `message_delta` carries the
+    upstream's real counts when they came, which the SDKs merge over it, or
+    else the estimates, which are then what is billed (`usage_final` False).
     """
 
-    def __init__(self):
-        self.usage = Usage()
+    def __init__(self, request: Mapping | None = None):
+        self.input_estimate = estimate_input_tokens(request) if request else 0
+        self.usage = Usage(input_tokens=self.input_estimate)
         self.usage_final = False
         self.output_chars = 0
         self.error_type: str | None = None
@@ -844,8 +853,8 @@ class OpenAIStream:
 
     def _start(self, payload: Mapping) -> bytes:
         self._started = True
-        # Input tokens are rarely known yet (OpenAI sends usage last): 0 here,
-        # the real numbers in message_delta, whose usage the SDK merges in.
+        # Input tokens are rarely known yet (OpenAI sends usage last): the
+        # estimate here, the real numbers in message_delta, merged over it.
         message = {"id": message_id(payload.get("id")), "type": "message", "role": "assistant",
                    "model": payload.get("model") if isinstance(payload.get("model"), str) else "",
                    "content": [], "stop_reason": None, "stop_sequence": None,
@@ -1004,10 +1013,10 @@ class OpenAIStream:
         if self.usage_final:
             usage = usage_json(self.usage)
         else:
-            # No usage chunk (a server ignoring stream_options): estimate the
-            # output from what was forwarded; input stays unknown.
+            # No usage chunk (a server ignoring stream_options): the input
+            # estimate stands and the output is estimated from what was forwarded.
             self.usage.output_tokens = max(self.usage.output_tokens, estimate_tokens(self.output_chars))
-            usage = {"output_tokens": self.usage.output_tokens}
+            usage = usage_json(self.usage)
         out.append(frame("message_delta", {"type": "message_delta",
                                            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                            "usage": usage}))
@@ -1028,10 +1037,12 @@ class OpenAIStream:
         except UpstreamError:
             return b""
         self._done = True
-        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-            setattr(self.usage, name, getattr(usage, name))
         self.usage_final = usage_from(payload.get("usage")) is not None
-        start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+        if self.usage_final:
+            for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+                setattr(self.usage, name, getattr(usage, name))
+        start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+                 "usage": usage_json(self.usage)}
         out = [frame("message_start", {"type": "message_start", "message": start}), frame("ping", {"type": "ping"})]
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
@@ -1051,11 +1062,9 @@ class OpenAIStream:
             out.extend(frame("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
                        for d in deltas)
             out.append(frame("content_block_stop", {"type": "content_block_stop", "index": index}))
-        if self.usage_final:
-            usage_out = usage_json(usage)
-        else:
+        if not self.usage_final:
             self.usage.output_tokens = estimate_tokens(self.output_chars)
-            usage_out = {"output_tokens": self.usage.output_tokens}
+        usage_out = usage_json(self.usage)
         out.append(frame("message_delta", {"type": "message_delta",
                                            "delta": {"stop_reason": message["stop_reason"],
                                                      "stop_sequence": message["stop_sequence"]},
@@ -1104,8 +1113,8 @@ class OpenAIAdaptor:
         except RecursionError:
             raise UpstreamError("the OpenAI-compatible upstream answered with JSON nested too deeply") from None
 
-    def translate_stream(self) -> OpenAIStream:
-        return OpenAIStream()
+    def translate_stream(self, request: Mapping | None = None) -> OpenAIStream:
+        return OpenAIStream(request)
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:
         return translate_error(status, body)

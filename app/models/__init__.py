@@ -99,6 +99,7 @@ class RequestLog(BaseModel):
     attempts = IntegerField(default=0)
     client_disconnected = BooleanField(default=False)
     affinity = CharField(max_length=8, null=True)  # session affinity: kept / new / moved
+    usage_estimated = BooleanField(default=False)  # some counts are the relay's estimate, not the upstream's
     created_at = DateTimeField(default=utcnow)
 
     class Meta:

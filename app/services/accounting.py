@@ -52,6 +52,7 @@ class RequestRecord:
     attempts: int = 0
     client_disconnected: bool = False
     affinity: str | None = None  # session affinity: kept / new / moved, None when not followed
+    usage_estimated: bool = False  # some counts are the relay's estimate (the upstream never sent them)
     metric_model: str = "-"  # the model as a metric label: known models only, "other" for the rest
     settled: bool = False
     cost_nanos: int = 0
@@ -60,7 +61,7 @@ class RequestRecord:
 
 USAGE_ZERO = dict.fromkeys(USAGE_FIELDS, 0)  # rows spooled by an older version lack the newer fields
 LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
-              "ttft_ms", "attempts", "client_disconnected", "latency_ms", "affinity")
+              "ttft_ms", "attempts", "client_disconnected", "latency_ms", "affinity", "usage_estimated")
 
 
 class Spool:
@@ -301,7 +302,7 @@ class Ledger:
         insert, charge, (columns, converters) = self._prepared()
         values, charges = [], {}
         for row, cost in zip(rows, costs):
-            row = {**USAGE_ZERO, **row, "cost_nanos": cost, "created_at": datetime.fromisoformat(row["created_at"])}
+            row = {**USAGE_ZERO, "usage_estimated": False, **row, "cost_nanos": cost, "created_at": datetime.fromisoformat(row["created_at"])}
             values.append(tuple(conv(row.get(name)) for name, conv in zip(columns, converters)))
             tokens = sum(row.get(name, 0) for name in TOKEN_FIELDS)
             if row["key_id"] is not None and (cost or tokens):

@@ -23,7 +23,7 @@ TOKEN_FIELDS = USAGE_FIELDS  # the four token counts, the 1-hour part of cache w
 
 LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status", "error_type",
               *TOKEN_FIELDS, "cost_usd", "latency_ms", "ttft_ms", "attempts",
-              "client_disconnected", "affinity", "created_at")
+              "client_disconnected", "affinity", "usage_estimated", "created_at")
 
 # group_by name -> (output field, SQL expression). `date(ts)` exists on both
 # backends: SQLite answers 'YYYY-MM-DD', PostgreSQL a date (normalised below).
@@ -159,6 +159,7 @@ def serialize_log(row: RequestLog) -> dict:
         "attempts": row.attempts,
         "client_disconnected": bool(row.client_disconnected),
         "affinity": row.affinity,
+        "usage_estimated": bool(row.usage_estimated),
         "created_at": iso(row.created_at),
     }
 
