@@ -171,13 +171,15 @@ def secret():
 
 # keys ------------------------------------------------------------------------
 
-KEY_COLUMNS = ["id", "name", "key_prefix", "status", "models", "budget_usd", "used_usd",
-               "token_quota", "used_tokens", "rpm", "tpm", "max_concurrency", "expires_at"]
+KEY_COLUMNS = ["id", "name", "key_prefix", "status", "models", "budget_usd", "budget_period", "used_usd",
+               "token_quota", "used_tokens", "budget_resets_at", "rpm", "tpm", "max_concurrency", "expires_at"]
 
 
 def key_options(fn):
     for option in reversed([
         click.option("--budget-usd", help="USD budget ('none' clears)."),
+        click.option("--budget-period", help="day, week or month: used USD and tokens start again from 0 at "
+                                              "each UTC period's start ('none': never)."),
         click.option("--token-quota", help="Token quota ('none' clears)."),
         click.option("--rpm", help="Requests per minute ('none' clears)."),
         click.option("--tpm", help="Tokens per minute ('none' clears)."),
@@ -191,9 +193,11 @@ def key_options(fn):
     return fn
 
 
-def _key_fields(name, budget_usd, token_quota, rpm, tpm, max_concurrency, models, expires_at, enabled):
+def _key_fields(name, budget_usd, budget_period, token_quota, rpm, tpm, max_concurrency, models, expires_at,
+                enabled):
     expires = "CLEAR" if expires_at and expires_at.lower() == "none" else expires_at
     return _fields(name=name, budget_usd=_number(budget_usd, "budget_usd"),
+                   budget_period="CLEAR" if budget_period and budget_period.lower() == "none" else budget_period,
                    token_quota=_number(token_quota, "token_quota"), rpm=_number(rpm, "rpm"),
                    tpm=_number(tpm, "tpm"), max_concurrency=_number(max_concurrency, "max_concurrency"),
                    models=list(models) if models else None, expires_at=expires, enabled=enabled)

@@ -110,6 +110,27 @@ def test_keys_list_show_update_revoke(cli):
     assert "revoked" in line
 
 
+def test_keys_budget_period_is_set_shown_and_cleared(cli):
+    from app.models import utcnow
+    from app.services.periods import resets_at
+    from app.timefmt import iso
+
+    before = utcnow()
+    key = create_key(cli, "--budget-usd", "50", "--budget-period", "month")
+    assert key["budget_period"] == "month"
+    assert key["budget_resets_at"] in {iso(resets_at("month", t)) for t in (before, utcnow())}
+    table = cli.ok("keys", "list").splitlines()
+    assert "budget_period" in table[0] and "budget_resets_at" in table[0]
+    assert "month" in table[1] and key["budget_resets_at"] in table[1]
+    daily = cli.json("keys", "update", str(key["id"]), "--budget-period", "day")
+    assert daily["budget_period"] == "day" and daily["budget_resets_at"].endswith("T00:00:00Z")
+    cleared = cli.json("keys", "update", str(key["id"]), "--budget-period", "none")
+    assert cleared["budget_period"] is None and cleared["budget_resets_at"] is None
+    assert cleared["budget_usd"] == 50.0
+    assert "budget_period: Must be one of: day, week, month" in cli.fail(
+        "keys", "update", str(key["id"]), "--budget-period", "year")
+
+
 @pytest.mark.parametrize("args, field", [
     (["--rpm", "-3"], "rpm"),
     (["--rpm", "0"], "rpm"),
