@@ -239,3 +239,39 @@ def test_concurrent_writers_across_the_reset_count_exactly_this_periods_rows(app
                                      sum(r["input_tokens"] for r in january), NEW_YEAR)
     logged = RequestLog.select().where(RequestLog.created_at >= NEW_YEAR)
     assert sum(r.cost_nanos for r in logged) == key_totals(key["id"])[0]
+
+
+# the dashboard --------------------------------------------------------------------------------
+
+def test_the_keys_page_sets_changes_and_clears_the_period(tab, admin):
+    from playwright.sync_api import expect
+
+    from .conftest import ADMIN_TOKEN
+
+    tab.sign_in(ADMIN_TOKEN)
+    page = tab.goto("/dashboard/keys")
+    page.get_by_label("Name", exact=True).fill("monthly")
+    page.get_by_label("Budget (USD)").fill("50")
+    page.get_by_label("Budget resets").select_option("month")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key")).to_be_visible()
+    (key,) = admin.get("/admin/keys").get_json()["data"]
+    assert (key["budget_period"], key["budget_usd"]) == ("month", 50.0) and key["budget_resets_at"]
+    row = page.locator("#keys-table tbody tr", has_text="monthly")
+    expect(row.locator(".resets")).to_contain_text("month: resets")
+    tab.screenshot("keys-budget-period")
+
+    row.get_by_role("button", name="Edit key monthly").click()
+    expect(page.get_by_label("Budget resets")).to_have_value("month")
+    page.get_by_label("Budget resets").select_option("day")
+    page.get_by_role("button", name="Save changes").click()
+    expect(row.locator(".resets")).to_contain_text("day: resets")
+    assert admin.get(f"/admin/keys/{key['id']}").get_json()["budget_period"] == "day"
+
+    row.get_by_role("button", name="Edit key monthly").click()
+    expect(page.get_by_label("Budget resets")).to_have_value("day")
+    page.get_by_label("Budget resets").select_option("")
+    page.get_by_role("button", name="Save changes").click()
+    expect(row.locator(".resets")).to_have_count(0)
+    shown = admin.get(f"/admin/keys/{key['id']}").get_json()
+    assert (shown["budget_period"], shown["budget_resets_at"], shown["budget_usd"]) == (None, None, 50.0)

@@ -19,6 +19,7 @@ let editing = null; // the key being edited, or null when the form creates
 function fields() {
   const out = { name: form.elements.name.value.trim() };
   for (const name of LIMITS) out[name] = numberOrNull(form.elements[name]);
+  out.budget_period = form.elements.budget_period.value || null;
   out.models = splitList(form.elements.models.value);
   out.expires_at = isoOrNull(form.elements.expires_at);
   if (editing) return { ...out, enabled: form.elements.enabled.checked };
@@ -37,6 +38,7 @@ function setMode(key) {
   if (!key) return;
   form.elements.name.value = key.name;
   for (const name of LIMITS) form.elements[name].value = key[name] ?? "";
+  form.elements.budget_period.value = key.budget_period ?? "";
   form.elements.models.value = key.models.join(", ");
   form.elements.expires_at.value = localInputValue(key.expires_at);
   form.elements.enabled.checked = key.enabled;
@@ -90,6 +92,11 @@ function meter(used, limit, format) {
     el("span", { class: "meter-text", text: label }));
 }
 
+function resets(key) {
+  if (!key.budget_resets_at) return null;
+  return el("span", { class: "meter-text resets", text: `${key.budget_period}: resets ${when(key.budget_resets_at)}` });
+}
+
 function limitsText(key) {
   const parts = [];
   if (key.rpm) parts.push(`${count(key.rpm)} rpm`);
@@ -131,7 +138,7 @@ function row(key) {
     el("td", { text: key.name }),
     el("td", { class: "mono", text: `${key.key_prefix}…` }),
     el("td", {}, el("span", { class: `badge ${key.status}`, text: STATUS_LABELS[key.status] || key.status })),
-    el("td", {}, meter(key.used_usd, key.budget_usd, usd)),
+    el("td", {}, meter(key.used_usd, key.budget_usd, usd), resets(key)),
     el("td", {}, meter(key.used_tokens, key.token_quota, count)),
     el("td", { text: limitsText(key) }),
     el("td", { text: key.models.length ? key.models.join(", ") : "all" }),
