@@ -156,6 +156,15 @@ class TestParseJsonBody:
 
     @pytest.mark.parametrize("raw", [b"[" * 200_000, b'{"a":' * 200_000, b"[" * 200_000 + b"]" * 200_000])
     def test_pathological_nesting(self, raw):
+        """Pure structure is refused before parsing for its density (issue 22)..."""
+        with pytest.raises(InvalidRequest) as info:
+            parse_json_body(raw)
+        assert "too many JSON values for its size" in info.value.message
+
+    @pytest.mark.parametrize("nest", [b"[" * 200_000, b'{"a":' * 200_000, b"[" * 200_000 + b"]" * 200_000])
+    def test_pathological_nesting_within_the_density_limit(self, nest):
+        """...and when a long string pays for it, the parse itself refuses the depth."""
+        raw = b'{"pad":"' + b"x" * (len(nest) * 40) + b'","a":' + nest
         with pytest.raises(InvalidRequest) as info:
             parse_json_body(raw)
         assert "body must be valid JSON" in info.value.message

@@ -32,7 +32,7 @@ def test_each_kind_of_refusal_leaves_one_row(client, admin, app):
     refused = [g for g in got if g[2] != 200]
     assert refused[:3] == [(key["id"], "claude-sonnet-4-6", 400, "invalid_request_error", None, 0),
                            (key["id"], "claude-opus-4-8", 403, "permission_error", None, 0),
-                           (spent["id"], "claude-sonnet-4-6", 402, "billing_error", None, 0)]
+                           (spent["id"], "-", 402, "billing_error", None, 0)]  # refused unread (issue 22)
     assert refused[-1][2:] == (429, "rate_limit_error", None, 0)
     assert all(g[0] is not None for g in got)  # the unknown key left nothing
     logs = admin.get("/admin/logs?limit=50").get_json()["data"]

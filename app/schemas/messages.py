@@ -352,10 +352,59 @@ def _unique_keys(pairs: list) -> dict:
     return body
 
 
+# Parsing memory: Python holds every JSON value as an object of 50-200 bytes, so a body of tiny
+# values (`[{},{},...]`: 3 bytes each) grew ~25x when parsed; text-heavy bodies grow ~2-6x
+# (Claude Code's turn: one value per ~50 bytes, 6x). At most one value per VALUE_BYTES bytes
+# (plus a floor for small bodies) keeps any body's parse within a small multiple of its size.
+VALUE_BYTES = 16
+VALUE_FLOOR = 10_000
+_CHUNK = 1 << 18  # the exact count walks the body in pieces of this size: its own memory stays small
+
+
+def _values_at_most(raw: bytes) -> int:
+    """An upper bound on the number of values a parse builds: the top one, and in each array or
+    object one more than its commas (cheap: counted in the raw bytes, strings included, so it
+    may overcount)."""
+    return raw.count(b",") + raw.count(b"[") + raw.count(b"{") + 1
+
+
+def _values_outside_strings(raw: bytes) -> int:
+    """The same count with the strings' contents left out, piece by piece: escapes dropped, the
+    quotes then alternate, and only what lies between a closing and an opening quote counts."""
+    total, inside, pos = 1, False, 0
+    while pos < len(raw):
+        end = min(pos + _CHUNK, len(raw))
+        while end < len(raw) and raw[end - 1] == 0x5C:  # never end a piece inside an escape
+            end += 1
+        parts = raw[pos:end].replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
+        outside = b"".join(parts[1 if inside else 0::2])
+        total += _values_at_most(outside) - 1
+        inside ^= len(parts) % 2 == 0  # an odd number of quotes in the piece
+        pos = end
+    return total
+
+
+def check_density(raw) -> None:
+    """Refuse, before parsing, a body with more values than its size allows (see VALUE_BYTES).
+    A body whose strings hold many commas or brackets (CSV, code) is counted again without its
+    strings, so only the structure itself can be refused."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    allowed = len(data) // VALUE_BYTES + VALUE_FLOOR
+    if _values_at_most(data) <= allowed:
+        return
+    values = _values_outside_strings(data)
+    if values > allowed:
+        raise InvalidRequest(
+            f"request body has too many JSON values for its size (about {values} in {len(data)} bytes; "
+            f"at most {allowed}: one per {VALUE_BYTES} bytes, plus {VALUE_FLOOR})")
+
+
 def parse_json_body(raw: bytes) -> dict:
-    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, no repeated keys, an object at the top."""
+    """Strict JSON: UTF-8, no NaN/Infinity, no lone surrogates, no repeated keys, an object at the
+    top, and no more values than its size allows (check_density: bounds the parse's memory)."""
     if not raw or not raw.strip():
         raise InvalidRequest("request body must be valid JSON: the body is empty")
+    check_density(raw)
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
     except UnicodeDecodeError as error:

@@ -4,6 +4,7 @@ from flask import Blueprint, Response, current_app, g, request
 from ..schemas.messages import check_messages_body, parse_json_body
 from ..services import catalog
 from ..services.auth import authenticate, key_from_headers
+from ..services.limiter import Admission
 from ..services.refusals import LOGGED_STATUSES
 from ..services.relay import RelayCall
 from .envelope import json_response, read_body, request_id
@@ -18,12 +19,24 @@ def _authenticate():
     g.key_id = key.id
 
 
-def _call(count_tokens: bool) -> RelayCall:
-    raw = read_body()
-    body = parse_json_body(raw)
-    g.model, g.stream = body.get("model"), body.get("stream") is True  # for a refusal's log row
-    check_messages_body(body, count_tokens=count_tokens)
-    g.call = RelayCall(request_id(), g.key, body, raw, request.headers, count_tokens=count_tokens)
+def _call(relay, count_tokens: bool) -> RelayCall:
+    """Refuse what the key's limits refuse before the body is read and parsed (issue 22): a key
+    over its budget, rpm or concurrency never makes this worker read or parse its body."""
+    if count_tokens:
+        relay.limiter.admit_free(g.key, "count_tokens", relay.count_tokens_rpm)
+        admitted = Admission(g.key)
+    else:
+        admitted = relay.limiter.admit_before_body(g.key)
+    try:
+        raw = read_body()
+        body = parse_json_body(raw)
+        g.model, g.stream = body.get("model"), body.get("stream") is True  # for a refusal's log row
+        check_messages_body(body, count_tokens=count_tokens)
+    except BaseException:
+        relay.limiter.abandon(admitted)
+        raise
+    g.call = RelayCall(request_id(), g.key, body, raw, request.headers, count_tokens=count_tokens,
+                       admitted=admitted)
     return g.call
 
 
@@ -40,18 +53,25 @@ def _log_refusal(response: Response) -> Response:
     return response
 
 
-def _send(reply) -> Response:
+def _relay(count_tokens: bool) -> Response:
+    relay = current_app.extensions["octorelay.relay"]
+    call = _call(relay, count_tokens)
+    try:
+        reply = relay.count_tokens(call) if count_tokens else relay.messages(call)
+    except BaseException:
+        relay.limiter.abandon(call.admitted)  # refused before it was settled (model, price, budget)
+        raise
     return Response(reply.body, status=reply.status, headers=reply.headers)
 
 
 @bp.post("/messages")
 def messages():
-    return _send(current_app.extensions["octorelay.relay"].messages(_call(count_tokens=False)))
+    return _relay(count_tokens=False)
 
 
 @bp.post("/messages/count_tokens")
 def count_tokens():
-    return _send(current_app.extensions["octorelay.relay"].count_tokens(_call(count_tokens=True)))
+    return _relay(count_tokens=True)
 
 
 @bp.get("/models")
