@@ -42,7 +42,7 @@ class Worker(GeventWorker):
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
         gevent.spawn(self._close_idle)  # out of the signal handler
-        shutdown.begin(self.wsgi, gevent.spawn)
+        shutdown.begin(getattr(self, "wsgi", None), gevent.spawn)
 
     def _close_idle(self) -> None:
         for sock in list(self._open - self._busy):

@@ -20,4 +20,4 @@ def _thread(fn) -> None:
 class Worker(ThreadWorker):
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
-        shutdown.begin(self.wsgi, _thread)
+        shutdown.begin(getattr(self, "wsgi", None), _thread)
