@@ -140,6 +140,30 @@ def test_body_limit_with_content_length_and_chunked(server, upstream):
     assert len(upstream.requests) == 1  # nothing over the limit was forwarded
 
 
+def test_encoded_bodies_under_gunicorn(server, upstream):
+    """gzip decoded and forwarded plain; a bomb refused at the 50 KB limit; a refused encoding's
+    unread body does not break the next request on the same connection."""
+    import gzip
+
+    port, _, key = server
+    headers = {"x-api-key": key["key"], "content-type": "application/json", "content-encoding": "gzip"}
+    small = json.dumps(BODY).encode()
+    with requests.Session() as session:
+        resp = session.post(url(port, "/v1/messages"), data=gzip.compress(small), headers=headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+        assert upstream.requests[-1].body == small and "content-encoding" not in upstream.requests[-1].headers
+        bomb = gzip.compress(json.dumps({**BODY, "messages": [{"role": "user", "content": "x" * 5_000_000}]}).encode())
+        assert len(bomb) < 50_000
+        resp = session.post(url(port, "/v1/messages"), data=bomb, headers=headers, timeout=10)
+        assert resp.status_code == 413 and resp.json()["error"]["type"] == "request_too_large", resp.text
+        resp = session.post(url(port, "/v1/messages"), data=b"b" * 40_000, timeout=10,
+                            headers={**headers, "content-encoding": "br"})
+        assert resp.status_code == 415 and "'br'" in resp.json()["error"]["message"], resp.text
+        resp = session.post(url(port, "/v1/messages"), data=gzip.compress(small), headers=headers, timeout=10)
+        assert resp.status_code == 200, resp.text
+    assert len(upstream.requests) == 2
+
+
 def test_long_header_values_are_accepted(server, upstream):
     port, _, key = server
     resp = requests.post(url(port, "/v1/messages"), json=BODY, timeout=10,
