@@ -488,19 +488,3 @@ def logs(key_id, limit, as_json):
     _app()
     query = _run(svc.parse_logs_query, {"key_id": key_id, "limit": limit})
     _emit({"data": _run(lambda: svc.recent_logs(**query))}, as_json, LOG_COLUMNS)
-
-
-def settings_or_exit():
-    """Settings whose secret key works, or one error line and exit 2 (gunicorn's config uses this).
-
-    Checked in gunicorn's master, so a bad key stops the start before any
-    worker forks (and SQLite's key file is created once, race-free).
-    """
-    from .crypto import SecretBox, secret_keys_for
-
-    try:
-        settings = load_settings()
-        SecretBox(secret_keys_for(settings))
-        return settings
-    except ConfigError as exc:
-        _fail(str(exc))

@@ -3,7 +3,7 @@ import os
 import shutil
 import tempfile
 
-from app.cli import settings_or_exit
+from app.startup import settings_or_exit
 
 _settings = settings_or_exit()  # bad configuration: one line, exit 2, before anything starts
 
@@ -26,6 +26,7 @@ limit_request_field_size = 32768
 limit_request_fields = 200
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"
+logger_class = "app.gunicorn_logger.JsonLogger"  # gunicorn's lines as JSON too, like the app's
 loglevel = _settings.log_level.lower()
 control_socket_disable = True  # unused; several instances on one host would fight over it
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
@@ -60,9 +61,11 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Write the settlements still queued before the worker goes (atexit would too; this is explicit)."""
+    from app.gunicorn_logger import drop_handlers
     from app.shutdown import flush_at_exit
 
     flush_at_exit(getattr(worker, "wsgi", None))
+    drop_handlers()  # last: nothing logs after this in the worker
 
 
 def on_starting(server):

@@ -510,3 +510,17 @@ def test_a_dead_redis_is_said_at_start(env, procs):
     assert "REDIS_URL does not answer" in server.stderr
     ready = get(port, "/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error: ConnectionError")
+
+
+def test_every_stderr_line_is_one_json_object(env, procs):
+    """gunicorn's own lines (master and workers) and the app's share one format."""
+    port = free_port()
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
+                   env=base_env(**{**env, "PORT": str(port)}), name="gunicorn")
+    wait_until_serving(server, port)
+    assert server.stop() == 0
+    lines = [line for line in server.stderr.splitlines() if line.strip()]
+    assert any("Booting worker with pid" in line for line in lines)
+    for line in lines:
+        record = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(record), line
