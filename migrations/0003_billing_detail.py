@@ -7,7 +7,8 @@ request_log: cache_creation_1h_input_tokens and web_search_requests.
 Seeds Anthropic's list prices as published on platform.claude.com (the
 pricing page and each model's overview page, read 2026-12-06): exact names
 for the current models, and family globs so that new dated ids
-(`claude-opus-5-5-20261201`) are priced from their first request. Existing
+(`claude-opus-5-5-20261201`), Bedrock ids (`us.anthropic.claude-…-v1:0`)
+and Vertex ids (`claude-…@20250929`) are priced from their first request. Existing
 rows are kept as they are (an operator may have changed them); seeded rows
 gain the web-search price and, for Sonnet 4 / 4.5, their long-context tier.
 USD per million tokens: input, output, 5-minute write, 1-hour write, cache read.
@@ -72,11 +73,21 @@ def _json(value):
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def names(models):
+    """Each family's names and globs, plus the glob of its Bedrock ids
+    (`us.anthropic.claude-sonnet-4-5-20250929-v1:0`); Vertex ids (`claude-sonnet-4-5@20250929`)
+    already match the family glob."""
+    for model in models:
+        yield model
+        if model.endswith("*"):
+            yield "*anthropic." + model
+
+
 def rows():
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     for models, rates, tier in FAMILIES:
         inp, out, cw, cw1h, cr = (_micros(r) for r in rates)
-        for model in models:
+        for model in names(models):
             yield (model, inp, out, cw, cr, cw1h, _micros(WEB_SEARCH_PER_1K), _json(_tier(tier)), now)
 
 

@@ -167,6 +167,10 @@ def test_claude_codes_default_model_is_priced(admin):
     assert book.lookup("claude-sonnet-4-5").long_context == (200_000, Rates(6_000_000, 22_500_000, 7_500_000,
                                                                             12_000_000, 600_000))
     assert book.lookup("claude-opus-4-1-20250805").web_search_per_1k == 10_000_000
+    # the clouds' ids (after a channel's model_map) are priced like the family they belong to
+    assert book.lookup("us.anthropic.claude-sonnet-4-5-20250929-v1:0").long_context[0] == 200_000
+    assert book.lookup("global.anthropic.claude-opus-5-5-20261201-v1:0").rates.input == 4_000_000
+    assert book.lookup("claude-haiku-4-5@20251001").rates.output == 5_000_000
 
 
 # the unpriced policy --------------------------------------------------------------
