@@ -16,6 +16,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from . import db, web
     from .crypto import SecretBox, secret_keys_for
     from .logs import configure_logging
+    from .services.admin_guard import AdminGuard
     from .services.auth import KeyCache
     from .services.changes import ChangeFeed
     from .services.refusals import RefusalLog
@@ -45,6 +46,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     feed = ChangeFeed()  # admin writes in force for the next request (services/changes.py)
     app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s, feed=feed)
     app.extensions["octorelay.redis"] = _redis_client(settings)
+    app.extensions["octorelay.admin_guard"] = AdminGuard(settings.redis_url, settings.trusted_proxies)
     app.extensions["octorelay.relay"] = relay = _relay(settings, box, app.extensions["octorelay.redis"], policy, feed)
     app.extensions["octorelay.refusals"] = RefusalLog(relay.ledger, settings.refusal_log_per_min)
     db.init_app(app, settings)

@@ -31,6 +31,8 @@ class Settings:
     database_url: str = "sqlite:///octorelay.db"
     redis_url: str | None = None
     admin_token: str | None = None
+    metrics_token: str | None = None  # when set, GET /metrics needs it as a bearer token
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)  # FORWARDED_ALLOW_IPS: whose X-Forwarded-For names the client
     secret_keys: tuple[str, ...] = ()
     web_concurrency: int = 1
     worker_class: str = "gevent"
@@ -159,6 +161,19 @@ def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(o.removesuffix(":443") if o.startswith("https:") else o.removesuffix(":80") for o in origins)
 
 
+MIN_ADMIN_TOKEN = 32
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    """At least 32 characters: the admin token guards every key, channel and upstream secret."""
+    token = _str(env, "OCTORELAY_ADMIN_TOKEN")
+    if token is not None and len(token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(
+            f"OCTORELAY_ADMIN_TOKEN is {len(token)} characters: it must be at least {MIN_ADMIN_TOKEN} "
+            "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     level = (_str(env, "LOG_LEVEL") or "info").upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -186,7 +201,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         port=_int(env, "PORT", 8000, 1, 65535),
         database_url=_database_url(env),
         redis_url=_redis_url(env),
-        admin_token=_str(env, "OCTORELAY_ADMIN_TOKEN"),
+        admin_token=_admin_token(env),
+        metrics_token=_str(env, "OCTORELAY_METRICS_TOKEN"),
+        trusted_proxies=tuple(ip.strip() for ip in (_str(env, "FORWARDED_ALLOW_IPS") or "127.0.0.1").split(",")
+                              if ip.strip()),
         secret_keys=tuple(k.strip() for k in secret.split(",") if k.strip()) if secret else (),
         web_concurrency=_int(env, "WEB_CONCURRENCY", 1, 1, 256),
         worker_class=(worker_class := _worker_class(env)),

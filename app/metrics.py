@@ -32,6 +32,9 @@ SESSION_AFFINITY = Counter("octorelay_session_affinity",
 REFUSALS = Counter("octorelay_refusals", "Requests refused before routing, and whether they got a log row.",
                    ["status", "error_type", "logged"])
 LIMIT_STORE_ERRORS = Counter("octorelay_limit_store_errors", "Rate-limit store (Redis) failures.", ["during"])
+ADMIN_AUTH_FAILURES = Counter("octorelay_admin_auth_failures",
+                              "Admin API calls refused for a wrong or missing token, or throttled after too many.",
+                              ["outcome"])
 
 
 def record_request(record) -> None:

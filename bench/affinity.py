@@ -140,7 +140,7 @@ def run_scenario(name: str, channels: int, affinity: bool, named: bool, conversa
     accounts = Accounts()
     mock = start_mock(accounts)
     tmp = tempfile.mkdtemp(prefix="octorelay-affinity-bench-")
-    admin_token = "bench-admin-token"
+    admin_token = "bench-admin-token-" + "0" * 32  # 32+ characters: shorter ones refuse to start
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp}/octorelay.db", "OCTORELAY_ADMIN_TOKEN": admin_token,
                       "OCTORELAY_SECRET_KEY": "q2mS6yQ7n5bH0uF8YJwHk0j3QvZr2m1Ck9yXG1p4e6U=",
                       "OCTORELAY_SPOOL_DIR": tmp, "LOG_LEVEL": "warning",

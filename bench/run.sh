@@ -105,7 +105,7 @@ start_bare() {  # port worker_class workers threads ; sets LAST_PID
   wait_http http://127.0.0.1:$1/ 20 || { tail -20 "$TMP/bare-$1.log" >&2; return 1; }
 }
 
-ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM
+ADMIN_TOKEN=bench-admin-$(python -c "import secrets; print(secrets.token_urlsafe(32))")  # 32+ characters: shorter ones refuse to start
 SECRET=$(octorelay secret 2>/dev/null | tail -1)
 start_octo() {  # name port worker_class workers threads database_url redis_url ; sets LAST_PID, LAST_KEY
   local name=$1 port=$2 class=$3 workers=$4 threads=$5 db=$6 redis=$7

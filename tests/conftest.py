@@ -14,7 +14,7 @@ from app.db import db, open_database, upgrade
 from tests.upstream import upstream  # noqa: F401  (fixture: a scripted upstream on loopback)
 from tests.browser import browser, tab  # noqa: F401  (fixtures: headless Chromium, one browser for the session)
 
-ADMIN_TOKEN = "test-admin-token-9f2c1b"
+ADMIN_TOKEN = "test-admin-token-9f2c1b-7e4a-4d2b-a8c3-51f0"  # 32+ characters, as required
 SECRET_KEY = "q2mS6yQ7n5bH0uF8YJwHk0j3QvZr2m1Ck9yXG1p4e6U="  # a fixed Fernet key for tests
 PROMPT_CANARY = "PROMPT-CANARY-7d1f"  # prompt and answer text some tests send: never in any log
 ANSWER_CANARY = "ANSWER-CANARY-93ab"

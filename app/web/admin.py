@@ -1,9 +1,7 @@
 """The admin API (/admin/*): keys, channels, prices. Bearer admin token, JSON in and out."""
-import hmac
-
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from ..errors import InvalidRequest, PermissionDenied
 from ..schemas import load
 from ..schemas.messages import parse_json_body
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
@@ -19,9 +17,14 @@ def _require_admin():
     token = current_app.config["OCTORELAY"].admin_token
     if not token:
         raise PermissionDenied("the admin API is disabled: set OCTORELAY_ADMIN_TOKEN to enable it")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise AuthenticationFailed("invalid admin token: send Authorization: Bearer $OCTORELAY_ADMIN_TOKEN")
+    require_bearer(token, "invalid admin token: send Authorization: Bearer $OCTORELAY_ADMIN_TOKEN")
+
+
+def require_bearer(token: str, refusal: str) -> None:
+    """401 unless the request carries `token`; failures throttled per client address (services/admin_guard.py)."""
+    guard = current_app.extensions["octorelay.admin_guard"]
+    address = guard.client_address(request.remote_addr, request.headers.get("x-forwarded-for"))
+    guard.authorize(token, request.headers.get("authorization", ""), address, request.path[:200], refusal)
 
 
 def _body():

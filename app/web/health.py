@@ -3,6 +3,7 @@ from flask import Blueprint, Response, current_app
 
 from .. import metrics
 from ..db import db, describe_error, pending_migrations
+from .admin import require_bearer
 from .envelope import json_response
 
 bp = Blueprint("health", __name__)
@@ -46,5 +47,9 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus_metrics():
+    """Prometheus text; behind OCTORELAY_METRICS_TOKEN when it is set (cost per model is business data)."""
+    token = current_app.config["OCTORELAY"].metrics_token
+    if token:
+        require_bearer(token, "GET /metrics needs Authorization: Bearer $OCTORELAY_METRICS_TOKEN")
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
