@@ -174,6 +174,24 @@ def test_a_disabled_channel_loses_its_sessions_at_once(client, admin, key, three
         assert served_by(upstream, before) == [home]
 
 
+@pytest.mark.parametrize("change", ["delete", "stop serving the model"])
+def test_a_deleted_channel_or_one_no_longer_serving_the_model_loses_its_session(
+        client, admin, key, three, upstream, change):
+    headers = {"x-claude-code-session-id": "gone"}
+    assert post(client, key, turn_body("g", 1), headers).status_code == 200
+    home = served_by(upstream)[0]
+    home_id = next(cid for cid, path in three.items() if path == home)
+    if change == "delete":
+        assert admin.delete(f"/admin/channels/{home_id}").status_code in (200, 204)
+    else:
+        assert admin.patch(f"/admin/channels/{home_id}", json={"models": ["claude-haiku-*"]}).status_code == 200
+    assert post(client, key, turn_body("g", 2), headers).status_code == 200
+    assert post(client, key, turn_body("g", 3), headers).status_code == 200
+    moved = served_by(upstream, 1)
+    assert home not in moved and len(set(moved)) == 1
+    assert affinity_column() == ["new", "moved", "kept"]
+
+
 def test_a_cooling_channel_loses_its_sessions(client, admin, key, three, upstream):
     headers = {"x-claude-code-session-id": "cool"}
     assert post(client, key, turn_body("c", 1), headers).status_code == 200
