@@ -196,7 +196,8 @@ def default_bedrock_answer(call: BedrockCall) -> Answer:
         return json_answer({"inputTokens": 42})
     if call.stream:
         return event_stream_answer(bedrock_frames(anthropic_events(["Hello", " from", " Bedrock"])))
-    return json_answer(anthropic_message("Hello from Bedrock", model=call.model))
+    return json_answer(anthropic_message("Hello from Bedrock", model=call.model),
+                       headers={"x-amzn-RequestId": secrets.token_hex(8)})  # Bedrock sends one on every answer
 
 
 def anthropic_events(chunks, **kwargs) -> list[dict]:

@@ -257,3 +257,16 @@ def test_count_tokens_falls_back_to_the_local_estimate_where_bedrock_cannot_coun
     counted = sdk.messages.count_tokens(model="claude-sonnet-4-5", messages=messages)
     assert counted.input_tokens == estimate_input_tokens({"messages": messages}) > 100
     assert not bedrock.calls  # refused by the fake's validation, as Bedrock refuses models it cannot count
+
+
+def test_bedrocks_request_id_is_passed_on_and_its_ids_are_priced(admin, upstream, bedrock, live):
+    """x-amzn-RequestId reaches the client as upstream-request-id; the Bedrock id the model_map
+    names is priced through the seeded Bedrock globs (so the turn is not free)."""
+    bedrock_channel(admin, upstream)
+    key = admin.create_key(name="budgeted", budget_usd=5)
+    resp = requests.post(f"{live}/v1/messages", headers={"x-api-key": key["key"]}, timeout=10,
+                         json={"model": "claude-sonnet-4-5", "max_tokens": 16,
+                               "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["upstream-request-id"] and resp.headers["upstream-request-id"] != resp.headers["request-id"]
+    assert wait_for_row().cost_nanos == 25 * 3000 + 15 * 15000  # Sonnet 4.5: $3 in, $15 out

@@ -528,9 +528,14 @@ def _header(headers: Mapping, name: str) -> str | None:
     return None
 
 
+def _upstream_id(upstream: UpstreamResponse) -> str | None:
+    """The upstream's own request id: Anthropic's header, or Bedrock's."""
+    return _header(upstream.headers, "request-id") or _header(upstream.headers, "x-amzn-requestid")
+
+
 def _json_headers(upstream: UpstreamResponse) -> dict:
     out = {"content-type": _header(upstream.headers, "content-type") or "application/json"}
-    upstream_id = _header(upstream.headers, "request-id")
+    upstream_id = _upstream_id(upstream)
     if upstream_id:
         out["upstream-request-id"] = upstream_id
     return out
@@ -543,7 +548,7 @@ def _stream_headers_plain() -> dict:
 
 def _stream_headers(upstream: UpstreamResponse) -> dict:
     out = _stream_headers_plain()
-    upstream_id = _header(upstream.headers, "request-id")
+    upstream_id = _upstream_id(upstream)
     if upstream_id:
         out["upstream-request-id"] = upstream_id
     return out
