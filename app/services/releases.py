@@ -13,6 +13,10 @@ from datetime import datetime
 
 # (release date, the id Anthropic lists, then the aliases that name the same model)
 RELEASES = (
+    ("2026-09-01", "claude-fable-5-1"),       # platform.claude.com model pages, read 2026-12-06
+    ("2026-07-24", "claude-opus-5"),
+    ("2026-06-09", "claude-fable-5"),
+    ("2026-06-09", "claude-mythos-5"),
     ("2026-04-16", "claude-opus-4-7"),
     ("2026-02-17", "claude-sonnet-4-6"),
     ("2026-02-05", "claude-opus-4-6"),
