@@ -42,7 +42,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     box = SecretBox(secret_keys_for(settings))
     app.extensions["octorelay.secrets"] = box
     app.extensions["octorelay.upstream_policy"] = policy = UpstreamPolicy(
-        settings.upstream_https_only, settings.upstream_hosts)
+        settings.upstream_https_only, settings.upstream_hosts, settings.upstream_allow_link_local)
     feed = ChangeFeed()  # admin writes in force for the next request (services/changes.py)
     app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s, feed=feed)
     app.extensions["octorelay.redis"] = _redis_client(settings)

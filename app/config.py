@@ -53,6 +53,7 @@ class Settings:
     spool_dir: str | None = None
     upstream_https_only: bool = False
     upstream_hosts: tuple[str, ...] = ()
+    upstream_allow_link_local: bool = False  # link-local and cloud-metadata upstreams (refused by default)
     session_affinity: bool = True
     session_affinity_ttl_s: float = 3600.0
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1 (("*",) = any); () = no CORS
@@ -226,6 +227,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         upstream_https_only=_bool(env, "OCTORELAY_UPSTREAM_HTTPS_ONLY"),
         upstream_hosts=tuple(h.strip().lower() for h in (_str(env, "OCTORELAY_UPSTREAM_HOSTS") or "").split(",")
                              if h.strip()),
+        upstream_allow_link_local=_bool(env, "OCTORELAY_UPSTREAM_ALLOW_LINK_LOCAL"),
         session_affinity=_on_off(env, "OCTORELAY_SESSION_AFFINITY"),
         session_affinity_ttl_s=_float(env, "OCTORELAY_SESSION_AFFINITY_TTL", 3600.0, 0.001, 86400.0),
         cors_origins=_cors_origins(env),

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from ..upstream.sse import SSEParser
 from ..upstream.transport import UpstreamRequest
-from .base import Target, Usage
+from .base import Target, Usage, join_url
 
 DEFAULT_VERSION = "2023-06-01"
 # Client headers that never go upstream even though they start with anthropic-.
@@ -92,7 +92,7 @@ class AnthropicAdaptor:
         out_headers = upstream_headers(headers, target.api_key)
         if body.get("stream") is True and not count_tokens:
             out_headers["accept"] = "text/event-stream"
-        return UpstreamRequest(target.base_url.rstrip("/") + path, out_headers,
+        return UpstreamRequest(join_url(target.base_url, path), out_headers,
                                body_for(target, body, raw), target.timeout_s)
 
     def translate_response(self, body: bytes) -> tuple[bytes, Usage]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 # what a log row stores: the four token counts, the 1-hour part of the cache writes, web searches
@@ -89,6 +90,14 @@ def estimate_input_tokens(body: Mapping) -> int:
         elif isinstance(value, list):
             pending.extend(value)
     return estimate_tokens(total) + MESSAGE_OVERHEAD_TOKENS * len(messages if isinstance(messages, list) else ())
+
+
+def join_url(base_url: str, path: str) -> str:
+    """`path` appended to the path of `base_url`. The base was checked when written (no query,
+    no fragment); whatever a stored one still carries is dropped, so nothing in it can turn
+    the relay's path into a query string or a fragment."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path.lstrip("/"), "", ""))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from ..upstream.transport import UpstreamAuth, UpstreamRequest
 from .anthropic import AnthropicStream
-from .base import Target, Usage
+from .base import Target, Usage, join_url
 from .openai import clean_message
 
 VERSION = "bedrock-2023-05-31"
@@ -202,17 +202,16 @@ class BedrockAdaptor:
     def build_request(self, target: Target, body: dict, raw: bytes, headers: Mapping,
                       *, count_tokens: bool = False) -> UpstreamRequest:
         payload = invoke_body(body, headers)
-        base = target.base_url.rstrip("/")
         out_headers = {"content-type": "application/json", "accept": "application/json",
                        "accept-encoding": "identity"}
         if count_tokens:
             payload.setdefault("max_tokens", 1)  # an InvokeModel body needs it; counting ignores it
             model = PROFILE_PREFIX.sub("", target.model)
-            url = f"{base}/model/{quote(model, safe='')}/count-tokens"
+            url = join_url(target.base_url, f"/model/{quote(model, safe='')}/count-tokens")
             data = _dumps({"input": {"invokeModel": {"body": base64.b64encode(_dumps(payload)).decode()}}})
         else:
             action = "invoke-with-response-stream" if body.get("stream") is True else "invoke"
-            url = f"{base}/model/{quote(target.model, safe='')}/{action}"
+            url = join_url(target.base_url, f"/model/{quote(target.model, safe='')}/{action}")
             data = _dumps(payload)
         auth = _auth(target, out_headers)
         return UpstreamRequest(url, out_headers, data, target.timeout_s, auth=auth)

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from ..errors import InvalidRequest, UpstreamError, error_type_for
 from ..upstream.sse import SSEParser, frame
 from ..upstream.transport import UpstreamRequest
-from .base import Target, Usage, estimate_input_tokens, estimate_tokens
+from .base import Target, Usage, estimate_input_tokens, estimate_tokens, join_url
 
 log = logging.getLogger("octorelay.adaptors.openai")
 
@@ -1100,7 +1100,7 @@ class OpenAIAdaptor:
         }
         if target.api_key:
             out_headers["authorization"] = f"Bearer {target.api_key}"
-        return UpstreamRequest(target.base_url.rstrip("/") + "/chat/completions", out_headers,
+        return UpstreamRequest(join_url(target.base_url, "/chat/completions"), out_headers,
                                _dumps(to_chat_request(target, body)), target.timeout_s)
 
     def translate_response(self, body: bytes) -> tuple[bytes, Usage]:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from ..errors import error_type_for
 from ..upstream.transport import UpstreamAuth, UpstreamRequest
 from .anthropic import AnthropicStream, upstream_headers
-from .base import Target, Usage
+from .base import Target, Usage, join_url
 from .openai import clean_message
 
 VERSION = "vertex-2023-10-16"
@@ -64,8 +64,8 @@ class VertexAdaptor:
     def build_request(self, target: Target, body: dict, raw: bytes, headers: Mapping,
                       *, count_tokens: bool = False) -> UpstreamRequest:
         project, region = target.options.get("project_id"), target.options.get("region")
-        models = (f"{target.base_url.rstrip('/')}/v1/projects/{quote(str(project), safe='')}"
-                  f"/locations/{quote(str(region), safe='')}/publishers/anthropic/models")
+        models = join_url(target.base_url, f"/v1/projects/{quote(str(project), safe='')}"
+                          f"/locations/{quote(str(region), safe='')}/publishers/anthropic/models")
         out_headers = upstream_headers(headers, None)  # anthropic-beta and friends; no key
         out_headers.pop("anthropic-version", None)  # Vertex takes the version in the body
         if count_tokens:

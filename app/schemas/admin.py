@@ -49,8 +49,8 @@ class ChannelSchema(Schema):
 
     name = fields.String(required=True, validate=_name)
     type = fields.String(required=True, validate=validate.OneOf(sorted(CHANNEL_TYPES)))
-    base_url = fields.Url(allow_none=True, schemes={"http", "https"}, require_tld=False,
-                          validate=validate.Length(max=1000))
+    # its shape (scheme, host, no userinfo/query/fragment) is checked by the channel service, naming the part
+    base_url = fields.String(allow_none=True, validate=[validate.Length(max=1000), _no_nul])
     api_key = fields.String(allow_none=True, validate=validate.Length(max=4096))
     models = fields.List(_glob, required=True, validate=validate.Length(min=1, max=500))
     model_map = fields.Dict(keys=fields.String(validate=[validate.Length(min=1, max=200), _no_nul]),

@@ -2,10 +2,7 @@
 encrypted here; what each type takes comes from the registry (app/channel_types.py)."""
 from __future__ import annotations
 
-import fnmatch
 import json
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ..channel_types import ChannelType, channel_type
 from ..crypto import SecretBox, mask
@@ -13,27 +10,7 @@ from ..errors import InvalidRequest, NotFound
 from ..models import Channel, utcnow
 from ..timefmt import iso
 from .changes import announce
-
-
-
-@dataclass(frozen=True)
-class UpstreamPolicy:
-    """Where channels may point (OCTORELAY_UPSTREAM_HTTPS_ONLY, OCTORELAY_UPSTREAM_HOSTS), so a
-    leaked admin token cannot aim the relay, and its upstream keys, at internal addresses."""
-    https_only: bool = False
-    hosts: tuple[str, ...] = ()
-
-    def refusal(self, base_url: str | None) -> str | None:
-        """Why `base_url` is not allowed, or None."""
-        if not base_url:
-            return None
-        parts = urlsplit(base_url)
-        if self.https_only and parts.scheme != "https":
-            return "must use https (OCTORELAY_UPSTREAM_HTTPS_ONLY is set)"
-        host = (parts.hostname or "").lower()
-        if self.hosts and not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.hosts):
-            return f"host {host!r} is not in OCTORELAY_UPSTREAM_HOSTS"
-        return None
+from .upstream_policy import UpstreamPolicy, normalise, shape_problem  # noqa: F401 (UpstreamPolicy: imported from here)
 
 
 def serialize(channel: Channel) -> dict:
@@ -69,8 +46,11 @@ def _columns(fields: dict, box: SecretBox) -> dict:
         out["credentials_enc"] = box.encrypt(json.dumps(secret, separators=(",", ":"))) if secret else None
     if "options" in out:
         out["options"] = {k: v for k, v in (out["options"] or {}).items() if v not in (None, "")}
-    if out.get("base_url"):
-        out["base_url"] = out["base_url"].rstrip("/")
+    if out.get("base_url"):  # parsed and normalised when written (upstream_policy.py)
+        problem = shape_problem(out["base_url"])
+        if problem:
+            raise InvalidRequest(f"base_url: {problem}")
+        out["base_url"] = normalise(out["base_url"])
     return out
 
 
@@ -87,7 +67,7 @@ def _check_base_url(type_name: str, base_url: str | None, options: dict | None, 
     url = kind.base_url(base_url, options)
     if not url:
         raise InvalidRequest(f"base_url: required for {type_name} channels")
-    refusal = policy.refusal(url)
+    refusal = policy.refusal(url, resolve=True)
     if refusal:
         raise InvalidRequest(f"base_url: {refusal}")
 
@@ -115,7 +95,7 @@ def _check_fields(kind: ChannelType, given: dict, channel: Channel | None, polic
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         token_uri = credentials.get("token_uri")
-        refusal = policy.refusal(token_uri) if isinstance(token_uri, str) else None
+        refusal = policy.refusal(token_uri, resolve=True) if isinstance(token_uri, str) else None
         if refusal:
             raise InvalidRequest(f"credentials.token_uri: {refusal}")
     if given.get("api_key") and kind.api_key == "refused":
