@@ -286,18 +286,30 @@ def test_a_home_expires_a_ttl_after_the_last_turn(env, upstream):
         db.obj.close_all()
 
 
-def test_an_unreachable_store_routes_turns_as_new(client, app, key, three, upstream):
+def test_an_unreachable_store_routes_turns_as_new_and_is_left_alone_a_while(
+        client, app, key, three, upstream, monkeypatch):
+    calls = []
+
     class Down:
         def get(self, key):
+            calls.append("get")
             raise ConnectionError("store down")
 
         def set(self, key, value):
+            calls.append("set")
             raise ConnectionError("store down")
+
+    from app.services import affinity as affinity_module
 
     app.extensions["octorelay.relay"].affinity = Affinity(Down())
     for t in range(1, 4):
         assert post(client, key, turn_body("d", t), {"x-claude-code-session-id": "d"}).status_code == 200
     assert affinity_column() == ["new"] * 3
+    assert calls == ["get"]  # no turn waits on a store that just failed
+    monkeypatch.setattr(affinity_module, "RETRY_S", 0.0)
+    app.extensions["octorelay.relay"].affinity = Affinity(Down())
+    assert post(client, key, turn_body("d", 4), {"x-claude-code-session-id": "d"}).status_code == 200
+    assert calls == ["get", "get", "set"]  # tried again once the pause is over
 
 
 # identity and store, without the relay ---------------------------------------------------

@@ -15,7 +15,9 @@ channel's cache and pays the write (1.25x or 2x input) where a read
   in process (bounded LRU) or in Redis when REDIS_URL is set, so every
   worker and instance agrees. One round trip per request (GETEX, which
   also pushes the expiry out); one more only when the home changes.
-- Redis being away never fails a request: the turn is routed as a new one.
+- Redis being away never fails a request: the turn is routed as a new one,
+  and the store is left alone for `RETRY_S` so that no turn waits out a
+  connect timeout meanwhile.
 
 The relay asks `home()` before routing and `settle()` after a channel
 answered; routing order itself stays in services/routing.py.
@@ -40,6 +42,7 @@ MAX_LOCAL_ENTRIES = 100_000
 SESSION_HEADER = "x-claude-code-session-id"
 KEPT, NEW, MOVED = "kept", "new", "moved"
 _WARN_EVERY_S = 60.0
+RETRY_S = 5.0  # after a store failure, turns skip the store this long
 
 
 def conversation_id(headers: Mapping, body: dict) -> str | None:
@@ -166,6 +169,7 @@ class Affinity:
         self.store = store if store is not None else LocalStore()
         self.enabled = enabled
         self._warned_at = float("-inf")
+        self._skip_until = float("-inf")
 
     def lookup(self, key_id: int | None, model: str, headers: Mapping, body: dict) -> Lookup | None:
         """The conversation's home, or None when affinity is off or the request names no conversation."""
@@ -175,17 +179,18 @@ class Affinity:
         if conversation is None:
             return None
         key = scoped_key(key_id, model, conversation)
-        try:
-            home = self.store.get(key)
-        except Exception as exc:
-            self._store_failed(exc)
-            home = None
+        home = None
+        if time.monotonic() >= self._skip_until:
+            try:
+                home = self.store.get(key)
+            except Exception as exc:
+                self._store_failed(exc)
         return Lookup(key, home)
 
     def settle(self, lookup: Lookup, channel_id: int) -> str:
         """`channel_id` served the turn: it becomes the home if it was not. Returns the outcome."""
         outcome = lookup.outcome(channel_id)
-        if outcome != KEPT:
+        if outcome != KEPT and time.monotonic() >= self._skip_until:
             try:
                 self.store.set(lookup.key, channel_id)
             except Exception as exc:
@@ -195,6 +200,7 @@ class Affinity:
     def _store_failed(self, exc: Exception) -> None:
         LIMIT_STORE_ERRORS.labels("affinity").inc()
         now = time.monotonic()
+        self._skip_until = now + RETRY_S
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
             log.warning("session affinity store unavailable; routing turns as new conversations",
