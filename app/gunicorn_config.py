@@ -20,10 +20,14 @@ timeout = 120  # gthread heartbeat; long streams don't block it
 # SIGTERM to exit (the master SIGKILLs workers still there): below the platform's own window
 graceful_timeout = _settings.shutdown_grace_s
 keepalive = 75
-# Claude Code sends long anthropic-beta headers; allow header values up to 16 KB.
-limit_request_line = 16384
-limit_request_field_size = 32768
-limit_request_fields = 200
+# Header values up to 16 KB (docs/api.md; Claude Code's longest anthropic-beta is a few KB), in at
+# most 48 fields (clients send 20-35, a proxy's included): a header block is at most ~800 KB, the
+# total gunicorn's defaults allow. Reading a block costs more than linearly (issue 22: 200 fields of
+# 32 KB let one 6 MB block cost a worker 4.6 s of CPU). Past these limits gunicorn answers 431
+# (414 for the request line; 8190 is gunicorn's maximum for it).
+limit_request_line = 8190
+limit_request_field_size = 16384 + 256  # the value, its name, ": " and CRLF
+limit_request_fields = 48
 accesslog = None  # the app writes one JSON line per request itself
 errorlog = "-"
 logger_class = "app.gunicorn_logger.JsonLogger"  # gunicorn's lines as JSON too, like the app's
