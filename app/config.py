@@ -47,7 +47,7 @@ class Settings:
     max_attempts: int = 3
     key_cache_ttl_s: float = 1.0
     limits_fail_open: bool = False
-    lease_ttl_s: float = 60.0
+    lease_ttl_s: float = 10.0
     shutdown_grace_s: int = 25  # seconds, below the 30 s most platforms wait between SIGTERM and SIGKILL
     db_pool: int = 4  # PostgreSQL connections per worker (the hot path reads no database)
     spool_dir: str | None = None
@@ -220,7 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         max_attempts=_int(env, "OCTORELAY_MAX_ATTEMPTS", 3, 1, 20),
         key_cache_ttl_s=_float(env, "OCTORELAY_KEY_CACHE_TTL", 1.0, 0.0, 2.0),
         limits_fail_open=_bool(env, "OCTORELAY_LIMITS_FAIL_OPEN"),
-        lease_ttl_s=_float(env, "OCTORELAY_LEASE_TTL", 60.0, 1.0, 3600.0),
+        lease_ttl_s=_float(env, "OCTORELAY_LEASE_TTL", 10.0, 1.0, 3600.0),
         shutdown_grace_s=_int(env, "OCTORELAY_SHUTDOWN_GRACE_S", 25, 1, 3600),
         db_pool=_int(env, "OCTORELAY_DB_POOL", 4, 1, 1000),
         spool_dir=_str(env, "OCTORELAY_SPOOL_DIR"),

@@ -107,7 +107,9 @@ def test_rpm_limit_is_429_with_honest_retry_after_and_headers(client, admin, ups
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert limited.headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert len(upstream.requests) == 2
-    assert RequestLog.select().count() == 2  # refused before routing: no row, no charge
+    refused = RequestLog.select().where(RequestLog.status == 429).get()  # refused before routing: a row,
+    assert (refused.channel_id, refused.cost_nanos, refused.error_type) == (None, 0, "rate_limit_error")  # no charge
+    assert RequestLog.select().count() == 3
     other = admin.create_key(name="other", rpm=2)
     assert post(client, other).status_code == 200  # limits are per key
 

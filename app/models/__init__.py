@@ -109,4 +109,21 @@ class RequestLog(BaseModel):
         )
 
 
-MODELS = [ApiKey, Channel, ModelPrice, RequestLog]
+class RequestJournal(BaseModel):
+    """An admitted request that has not been settled yet (services/journal.py)."""
+    request_id = CharField(max_length=64, primary_key=True)
+    key_id = IntegerField(null=True)
+    model = CharField(max_length=200)
+    stream = IntegerField(default=0)
+    worker = CharField(max_length=80, index=True)
+    reservation_nanos = BigIntegerField(default=0)
+    started_at = DateTimeField(default=utcnow)
+
+
+class WorkerBeat(BaseModel):
+    """When a worker process was last seen alive."""
+    worker = CharField(max_length=80, primary_key=True)
+    seen_at = DateTimeField(default=utcnow)
+
+
+MODELS = [ApiKey, Channel, ModelPrice, RequestLog, RequestJournal, WorkerBeat]

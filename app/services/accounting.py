@@ -28,8 +28,9 @@ from peewee import DataError, IntegrityError, SqliteDatabase
 
 from ..config import ConfigError
 from ..db import db
-from ..models import ApiKey, RequestLog, utcnow
+from ..models import ApiKey, RequestJournal, RequestLog, utcnow
 from . import periods
+from .journal import Sweeper
 from .pricing import PriceBook
 from .writer import SettlementWriter
 
@@ -241,6 +242,8 @@ class Ledger:
         self.spool = spool
         self._statements: tuple[str, str, tuple] | None = None
         self.writer = SettlementWriter(self.write_batch)
+        self._journaled: set[str] = set()  # journal entries committed and not settled yet (writer thread only)
+        self.sweeper = Sweeper(self)
         self.clock = utcnow  # naive UTC now: a row's created_at, hence its budget period (tests inject one)
 
     def settle(self, record: RequestRecord, done: Callable[[int], None] | None = None) -> None:
@@ -259,13 +262,33 @@ class Ledger:
         return self.writer.flush(timeout)
 
     def close(self) -> None:
+        self.sweeper.close()
         self.writer.close()
 
+    def journal(self, record: RequestRecord, reservation_nanos: int, worker: str) -> None:
+        """Note an admitted request before it goes upstream (services/journal.py): a worker that dies
+        mid-request still leaves a row and a charge. Written with the next batch; a request that
+        ends within the same batch never touches the journal table at all."""
+        self.sweeper.ensure_started()
+        self.writer.submit({"journal": True, "request_id": record.request_id, "key_id": record.key_id,
+                            "model": _storable(record.model), "stream": int(record.stream), "worker": worker,
+                            "reservation_nanos": reservation_nanos, "started_at": utcnow()})
+
     def write_batch(self, rows: list[dict]) -> list[int]:
-        """Rows and charges in one transaction; returns each row's cost (0 when spooled)."""
+        """Rows and charges in one transaction; returns each row's cost (0 when spooled).
+        Journal entries ride along in the same transaction (never spooled: best effort)."""
+        journal = [row for row in rows if row.get("journal")]
+        settled = [row for row in rows if not row.get("journal")] if journal else rows
+        costs = self._write_settlements(settled, journal)
+        if not journal:
+            return costs
+        out = iter(costs)
+        return [0 if row.get("journal") else next(out) for row in rows]
+
+    def _write_settlements(self, rows: list[dict], journal: list[dict]) -> list[int]:
         try:
             costs = [self._cost(row) for row in rows]  # may reload prices: inside the try
-            self._insert(rows, costs)
+            self._insert(rows, costs, journal)
         except (IntegrityError, DataError):  # one unstorable row must not sink the others
             costs = [self._write_one(row) for row in rows]
         except Exception as exc:
@@ -273,6 +296,7 @@ class Ledger:
                 self.spool.add(row)
             log.error("database unavailable: settlements spooled", extra={"fields": {
                 "rows": len(rows), "request_ids": [row["request_id"] for row in rows[:20]],
+                "journal_entries_dropped": len(journal),
                 "error": type(exc).__name__, "detail": str(exc)[:200], "spool": self.spool.path}})
             return [0] * len(rows)
         if self.spool.pending():
@@ -280,6 +304,38 @@ class Ledger:
             if written:
                 log.warning("spooled settlements written", extra={"fields": {"rows": written}})
         return costs
+
+    def _journal_writes(self, journal: list[dict], settled: list[dict]) -> None:
+        """Inside the batch's transaction: forget the settled requests' entries written by earlier
+        batches, add the entries of requests still running."""
+        settled_ids = {row["request_id"] for row in settled}
+        gone = [(rid,) for rid in settled_ids if rid in self._journaled]
+        fresh = [row for row in journal if row["request_id"] not in settled_ids]
+        cursor = db.cursor()
+        if gone:
+            cursor.executemany(f"DELETE FROM request_journal WHERE request_id = {db.param}", gone)
+        if fresh:
+            p = db.param
+            cursor.executemany(
+                "INSERT INTO request_journal (request_id, key_id, model, stream, worker, reservation_nanos, "
+                f"started_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                [(r["request_id"], r["key_id"], r["model"], r["stream"], r["worker"], r["reservation_nanos"],
+                  RequestJournal.started_at.db_value(r["started_at"])) for r in fresh])
+
+    def settle_orphan(self, entry: RequestJournal) -> bool:
+        """A request whose worker died: one row (status 500, `orphaned`), charged its reservation.
+        Whoever deletes the journal entry settles it, so two sweepers never both do."""
+        row = {"request_id": entry.request_id, "key_id": entry.key_id, "channel_id": None, "model": entry.model,
+               "stream": bool(entry.stream), "status": 500, "error_type": "orphaned", "ttft_ms": None,
+               "attempts": 0, "client_disconnected": False, "latency_ms": 0, "upstream_model": None,
+               "created_at": entry.started_at.isoformat()}
+        with db.connection_context(), _write_transaction():
+            if not RequestJournal.delete().where(RequestJournal.request_id == entry.request_id).execute():
+                return False
+            if RequestLog.select().where(RequestLog.request_id == entry.request_id).exists():
+                return False  # settled after all (its row came through the spool)
+            self._execute([row], [entry.reservation_nanos])
+        return True
 
     def _cost(self, row: dict) -> int:
         usage = Usage(**{name: row.get(name, 0) for name in USAGE_FIELDS})  # spooled before an upgrade
@@ -303,9 +359,14 @@ class Ledger:
             self._statements = (insert, charge, (columns, converters))
         return self._statements
 
-    def _insert(self, rows: list[dict], costs: list[int]) -> None:
+    def _insert(self, rows: list[dict], costs: list[int], journal: list[dict] = ()) -> None:
         with db.connection_context(), _write_transaction():
             self._execute(rows, costs)
+            if journal or self._journaled:
+                self._journal_writes(journal, rows)
+        settled_ids = {row["request_id"] for row in rows}
+        self._journaled.difference_update(settled_ids)
+        self._journaled.update(row["request_id"] for row in journal if row["request_id"] not in settled_ids)
 
     def _execute(self, rows: list[dict], costs: list[int]) -> None:
         """The rows and their charges, inside the caller's transaction."""
@@ -341,7 +402,9 @@ class Ledger:
         so a settlement is never charged twice."""
         cost = self._cost(row)
         with db.connection_context(), _write_transaction():
+            RequestJournal.delete().where(RequestJournal.request_id == row["request_id"]).execute()
             if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():
                 return cost
             self._execute([row], [cost])
+        self._journaled.discard(row["request_id"])
         return cost

@@ -36,7 +36,7 @@ from .periods import current_usage, resets_at
 
 log = logging.getLogger("octorelay.limits")
 
-LEASE_TTL_S = 60.0          # default: a crashed worker's slots and reservations come back after this long
+LEASE_TTL_S = 10.0          # default: a crashed worker's slots and reservations come back after this long
 RECORD_ANYWAY = 2 ** 62     # "limit" used to record tokens that were already spent
 
 
@@ -82,6 +82,10 @@ class MemoryLeases:
             held = self._leases.get(name, {})
             if lease in held:
                 held[lease] = (time.monotonic() + ttl, held[lease][1])
+
+    def refresh_many(self, pairs: list[tuple[str, str]], ttl: float) -> None:
+        for name, lease in pairs:
+            self.refresh(name, lease, ttl)
 
     def release(self, name: str, lease: str) -> None:
         with self._lock:
@@ -145,6 +149,12 @@ class RedisLeases:
 
     def refresh(self, name: str, lease: str, ttl: float) -> None:
         self._refresh(keys=[name, name + ":w"], args=[lease, ttl])
+
+    def refresh_many(self, pairs: list[tuple[str, str]], ttl: float) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for name, lease in pairs:
+            self._refresh(keys=[name, name + ":w"], args=[lease, ttl], client=pipe)
+        pipe.execute()
 
     def release(self, name: str, lease: str) -> None:
         pipe = self._client.pipeline()
@@ -266,10 +276,19 @@ class Limiter:
                 self._live.pop(id(admission), None)
 
     def renew_live(self) -> None:
+        """Renew every held lease that is due, in one round trip to Redis."""
+        now = time.monotonic()
         with self._live_lock:
-            live = list(self._live.values())
-        for admission in live:
-            self.keep_alive(admission)
+            due = [a for a in self._live.values() if now - a.lease_renewed >= self.lease_refresh]
+        pairs = [pair for a in due for pair in a.leases + a.reservations]
+        if not pairs:
+            return
+        for admission in due:
+            admission.lease_renewed = now
+        try:
+            self._leases.refresh_many(pairs, self.lease_ttl)
+        except Exception as exc:
+            self._store_failed(exc, "refresh")
 
     def admit_free(self, key: KeySnapshot, kind: str, per_minute: int) -> None:
         """A free call (count_tokens): not billed, but not unlimited either. Refused once the key's

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Mapping
 
 from ..adaptors import Usage, estimate_input_tokens, estimate_tokens
 from ..adaptors.anthropic import AnthropicAdaptor
+from ..adaptors.base import estimate_missing_usage
 from ..adaptors.message_events import message_events
 from ..channel_types import channel_type
 from ..db import release as release_db
@@ -29,6 +30,7 @@ from .accounting import Ledger, RequestRecord
 from .affinity import Affinity
 from .auth import KeySnapshot
 from .limiter import Admission, Estimate, Limiter
+from .journal import worker_id
 from .pricing import worst_case_nanos
 from .routing import ChannelConfig, ChannelDirectory, home_first
 
@@ -99,22 +101,24 @@ class Relay:
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
         self._refuse_unpriced(call)
-        admission = self.limiter.admit(call.key, self._worst_case(call), call.admitted)
+        estimate = self._worst_case(call)
+        admission = self.limiter.admit(call.key, estimate, call.admitted)
         release_db()  # a budgeted key's fresh totals were just read: hold the connection no longer
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
         call.recorded = True
+        self.ledger.journal(record, estimate.cost_nanos, worker_id())  # survives this process (journal.py)
         self._in_flight[id(record)] = record
         try:
             opened = self._open(call, record)
             if isinstance(opened, Reply):
                 reply = self._finish_error(record, admission, opened)
             elif call.stream and _answered_json(opened.upstream):  # a message where events were asked for
-                reply = self._complete(record, admission, opened, as_events=True)
+                reply = self._complete(record, admission, opened, as_events=True, request=call.body)
             elif call.stream:
                 reply = Reply(200, _stream_headers(opened.upstream),
                               PrimedStream(self._stream(record, admission, opened, call.body)))
             else:
-                reply = self._complete(record, admission, opened)
+                reply = self._complete(record, admission, opened, request=call.body)
         except Exception as exc:
             if not record.settled:  # no channel, or our own fault: still leave a row
                 record.status = getattr(exc, "status", 500)
@@ -292,7 +296,7 @@ class Relay:
         return reply
 
     def _complete(self, record: RequestRecord, admission: Admission, opened: _Opened,
-                  as_events: bool = False) -> Reply:
+                  as_events: bool = False, request: Mapping | None = None) -> Reply:
         """A whole answer; `as_events`: the client asked for a stream, so it gets the events
         Anthropic would have sent for this message (billed from its usage all the same)."""
         release_db()
@@ -306,6 +310,9 @@ class Relay:
         finally:
             opened.upstream.close()
         body, usage = opened.adaptor.translate_response(raw)
+        if usage.total == 0 and request is not None:  # no usage at all from the upstream: never billed as free
+            body, usage = estimate_missing_usage(body, request)
+            record.usage_estimated = True
         record.usage = usage
         record.status = opened.upstream.status
         record.ttft_ms = _ms_since(record.started)
