@@ -18,7 +18,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from .logs import configure_logging
     from .services.admin_guard import AdminGuard
     from .services.auth import KeyCache
-    from .services.changes import ChangeFeed
+    from .services.changes import change_feed
     from .services.refusals import RefusalLog
     from .services.channels import UpstreamPolicy
 
@@ -43,7 +43,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     app.extensions["octorelay.secrets"] = box
     app.extensions["octorelay.upstream_policy"] = policy = UpstreamPolicy(
         settings.upstream_https_only, settings.upstream_hosts, settings.upstream_allow_link_local)
-    feed = ChangeFeed()  # admin writes in force for the next request (services/changes.py)
+    feed = change_feed()  # admin writes in force for the next request (services/changes.py)
     app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s, feed=feed)
     app.extensions["octorelay.redis"] = _redis_client(settings)
     app.extensions["octorelay.admin_guard"] = AdminGuard(settings.redis_url, settings.trusted_proxies)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from ..errors import AuthenticationFailed, PermissionDenied
 from ..models import ApiKey, utcnow
-from .changes import ChangeFeed
+from .changes import ChangeFeed, change_feed
 from .keys import KEY_PREFIX, hash_key
 from .periods import current_usage
 
@@ -75,7 +75,7 @@ class KeyCache:
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.max_entries = max_entries
-        self.feed = feed or ChangeFeed()
+        self.feed = feed or change_feed()
         self._entries: dict[str, tuple[KeySnapshot, float, int]] = {}
         self._misses: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()

@@ -77,6 +77,7 @@ class ChangeFeed:
         self._poll_lock = threading.Lock()
         self._pid: int | None = None
         self._conn = None           # PostgreSQL LISTEN connection (per process)
+        self._conn_for: tuple | None = None  # the database it listens on
         self._retry_at = 0.0
         self._marker: tuple[int, int] | None = None
 
@@ -111,7 +112,11 @@ class ChangeFeed:
         with self._poll_lock:
             if self._pid != os.getpid():  # forked: the parent's socket is not ours
                 self._conn, self._pid = None, os.getpid()
+            target = (database.database, tuple(sorted(_plain_params(database.connect_params).items())))
+            if self._conn is not None and self._conn_for != target:  # the app now uses another database
+                self._close()
             if self._conn is None:
+                self._conn_for = target
                 self._connect(database)
                 return
             try:
@@ -156,6 +161,14 @@ class ChangeFeed:
     def close(self) -> None:
         with self._poll_lock:
             self._close()
+
+
+_shared = ChangeFeed()
+
+
+def change_feed() -> ChangeFeed:
+    """The process's feed: one LISTEN connection per process, however many apps it builds."""
+    return _shared
 
 
 def _plain_params(params: dict) -> dict:

@@ -25,7 +25,7 @@ from ..adaptors.base import Usage
 from ..db import db
 from ..metrics import UNPRICED_REQUESTS
 from ..models import ModelPrice
-from .changes import ChangeFeed
+from .changes import ChangeFeed, change_feed
 
 log = logging.getLogger("octorelay.pricing")
 
@@ -129,7 +129,7 @@ class PriceBook:
     (a new price bills the next request), and at least every `ttl` seconds."""
 
     def __init__(self, feed: ChangeFeed | None = None, ttl: float = 60.0):
-        self.feed = feed or ChangeFeed()
+        self.feed = feed or change_feed()
         self.ttl = ttl
         self._table = PriceTable(())
         self._version = -1

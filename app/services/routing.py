@@ -21,7 +21,7 @@ from ..adaptors.base import Target
 from ..channel_types import channel_type
 from ..config import ConfigError
 from ..crypto import SecretBox
-from .changes import ChangeFeed
+from .changes import ChangeFeed, change_feed
 from .channels import UpstreamPolicy, effective_base_url
 from ..metrics import CHANNEL_FAILURES
 from ..models import Channel, utcnow
@@ -112,7 +112,7 @@ class ChannelDirectory:
         self.box = box
         self.policy = policy
         self.ttl = ttl
-        self.feed = feed or ChangeFeed()
+        self.feed = feed or change_feed()
         self._channels: list[ChannelConfig] = []
         self._loaded_at = float("-inf")
         self._version = -1
