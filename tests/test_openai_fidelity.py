@@ -296,3 +296,23 @@ def test_message_start_carries_the_estimate_and_the_end_the_real_count(sdk, upst
     with sdk.messages.stream(**{k: v for k, v in body.items() if k != "stream"}) as stream:
         final = stream.get_final_message()
     assert (final.usage.input_tokens, final.usage.cache_read_input_tokens) == (10, 30)
+
+
+def test_a_whole_answer_without_usage_bills_the_estimate_too(sdk, upstream, openai_channel):
+    """Servers that omit usage from a whole answer, asked for one or for a stream (a server that
+    ignored `stream: true` and answered JSON): the same estimate, shown to the client and billed."""
+    from app.adaptors import estimate_input_tokens, estimate_tokens
+
+    bare = completion("z" * 48)
+    del bare["usage"]
+    upstream.script(json_answer(bare), json_answer(bare))
+    body = {k: v for k, v in chat_body(stream=False).items() if k != "stream"}
+    expected = (estimate_input_tokens(body), estimate_tokens(48))
+    message = sdk.messages.create(**body)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == expected
+    row = wait_for_row()
+    assert (row.input_tokens, row.output_tokens, row.usage_estimated) == (*expected, True)
+    with sdk.messages.stream(**body) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "z" * 48
+    assert (final.usage.input_tokens, final.usage.output_tokens) == expected

@@ -1,6 +1,7 @@
 """The small interface every adaptor implements, and the usage record they all produce."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
@@ -98,6 +99,31 @@ def join_url(base_url: str, path: str) -> str:
     the relay's path into a query string or a fragment."""
     parts = urlsplit(base_url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + path.lstrip("/"), "", ""))
+
+
+def estimate_missing_usage(message: bytes, request: Mapping) -> tuple[bytes, Usage]:
+    """A whole answer whose upstream reported no usage at all (an OpenAI-compatible server that
+    omits it): the relay's own counts -- input as `estimate_input_tokens` counts the request,
+    output ~4 characters a token of the answer's content -- written into the message's `usage`
+    as well, so the client sees what is billed. A body that is not a message is left as it is."""
+    usage = Usage(input_tokens=estimate_input_tokens(request))
+    try:
+        payload = json.loads(message)
+        content = payload.get("content") if isinstance(payload, dict) else None
+        if not isinstance(content, list):
+            return message, usage
+        chars = 0
+        for block in content:
+            if isinstance(block, dict):
+                chars += sum(len(block[k]) for k in ("text", "thinking") if isinstance(block.get(k), str))
+                if "input" in block:
+                    chars += len(json.dumps(block["input"], ensure_ascii=False, separators=(",", ":")))
+        usage.output_tokens = estimate_tokens(chars)
+        counted = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        payload["usage"] = {**counted, **{name: getattr(usage, name) for name in TOKEN_FIELDS}}
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(), usage
+    except (ValueError, RecursionError):
+        return message, usage
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,9 @@ class Relay:
         finally:
             opened.upstream.close()
         body, usage = opened.adaptor.translate_response(raw)
-        if usage.total == 0 and request is not None:  # no usage at all from the upstream: never billed as free
+        if usage.total == 0 and request is not None and not isinstance(opened.adaptor, AnthropicAdaptor):
+            # a translated answer without any usage: estimated, never billed as free (an anthropic
+            # channel's body is passed through byte for byte, as it came)
             body, usage = estimate_missing_usage(body, request)
             record.usage_estimated = True
         record.usage = usage
