@@ -141,7 +141,10 @@ def release() -> None:
     it. The relay calls this before every wait on an upstream: a request that looked up its key
     must not sit on a connection for the minutes a stream lasts."""
     if db.obj is not None and not db.is_closed() and not db.in_transaction():
-        db.close()
+        try:
+            db.close()
+        except Exception:  # a connection the server dropped: the pool has let go of it already
+            pass
 
 
 def init_app(app, settings) -> None:

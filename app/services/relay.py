@@ -368,8 +368,10 @@ class Relay:
             record.usage = usage
             record.usage_estimated = not translator.usage_final  # some counts are ours, not the upstream's
             record.error_type = record.error_type or translator.error_type
-            self._settle(record, admission)
-            release_db()  # record_failure above may have borrowed one, after the request's teardown
+            try:
+                self._settle(record, admission)
+            finally:  # record_failure above may have borrowed one, after the request's teardown
+                release_db()
 
     # stopping -------------------------------------------------------------------
 
