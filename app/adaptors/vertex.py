@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 from ..errors import error_type_for
 from ..upstream.transport import UpstreamAuth, UpstreamRequest
-from .anthropic import AnthropicStream, upstream_headers
-from .base import Target, Usage, join_url
+from .anthropic import AnthropicAdaptor, upstream_headers
+from .base import Target, join_url
 from .openai import clean_message
 
 VERSION = "vertex-2023-10-16"
@@ -60,7 +60,9 @@ def _dumps(value) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class VertexAdaptor:
+class VertexAdaptor(AnthropicAdaptor):
+    """Anthropic's own answers and events (as on Anthropic's API); only the request and errors differ."""
+
     def build_request(self, target: Target, body: dict, raw: bytes, headers: Mapping,
                       *, count_tokens: bool = False) -> UpstreamRequest:
         project, region = target.options.get("project_id"), target.options.get("region")
@@ -80,19 +82,6 @@ class VertexAdaptor:
         payload.setdefault("anthropic_version", VERSION)
         auth = UpstreamAuth("google-service-account", target.credentials or {})  # read, never changed
         return UpstreamRequest(url, out_headers, _dumps(payload), target.timeout_s, auth=auth)
-
-    def translate_response(self, body: bytes) -> tuple[bytes, Usage]:
-        usage = Usage()
-        try:
-            payload = json.loads(body)
-            if isinstance(payload, dict):
-                usage.merge(payload.get("usage"))
-        except ValueError:
-            pass
-        return body, usage
-
-    def translate_stream(self, request: Mapping | None = None) -> AnthropicStream:
-        return AnthropicStream()
 
     def translate_error(self, status: int, body: bytes) -> tuple[int, bytes]:
         """Anthropic's own errors pass; Google's (`{"error": {code, message, status}}`, sometimes in

@@ -282,7 +282,7 @@ class Relay:
             body = json.dumps(error_body(error_type_for(status), _upstream_text(status, body),
                                          request_id)).encode()
             headers["content-type"] = "application/json"
-        elif not isinstance(adaptor, AnthropicAdaptor):  # a translated body: give it our request id
+        elif type(adaptor) is not AnthropicAdaptor:  # a translated body (Vertex too): give it our request id
             body = _with_request_id(body, request_id)
         if "retry-after" in {k.lower() for k in upstream.headers}:
             headers["retry-after"] = _header(upstream.headers, "retry-after")
