@@ -28,6 +28,7 @@ DB_SCHEMES = ("sqlite", "postgres", "postgresql")
 @dataclass(frozen=True)
 class Settings:
     port: int = 8000
+    host: str = "0.0.0.0"  # HOST: 127.0.0.1 keeps octorelay on loopback (behind a local proxy)
     database_url: str = "sqlite:///octorelay.db"
     redis_url: str | None = None
     admin_token: str | None = None
@@ -120,6 +121,20 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
     return raw.strip()
 
 
+def _host(env: Mapping[str, str]) -> str:
+    """The address to listen on: an IPv4 or IPv6 address (bracketed or not), or a host name."""
+    raw = (_str(env, "HOST") or "0.0.0.0").strip().strip("[]")
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(raw)
+        return f"[{address}]" if address.version == 6 else str(address)
+    except ValueError:
+        if raw and all(part.isalnum() or "-" in part for part in raw.split(".")) and " " not in raw:
+            return raw
+        raise ConfigError(f"HOST={raw!r} is not an address or a host name") from None
+
+
 def _database_url(env: Mapping[str, str]) -> str:
     url = _str(env, "DATABASE_URL") or "sqlite:///octorelay.db"
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
@@ -200,6 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
     secret = _str(env, "OCTORELAY_SECRET_KEY")
     settings = Settings(
         port=_int(env, "PORT", 8000, 1, 65535),
+        host=_host(env),
         database_url=_database_url(env),
         redis_url=_redis_url(env),
         admin_token=_admin_token(env),

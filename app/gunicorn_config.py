@@ -8,7 +8,7 @@ from app.startup import settings_or_exit
 _settings = settings_or_exit()  # bad configuration: one line, exit 2, before anything starts
 
 wsgi_app = "app:create_app()"
-bind = f"0.0.0.0:{_settings.port}"
+bind = f"{_settings.host}:{_settings.port}"  # HOST=127.0.0.1 for a loopback-only deployment
 workers = _settings.serving_workers  # one without REDIS_URL, whatever WEB_CONCURRENCY says (logged at start)
 # Our subclasses of gunicorn's workers: gevent's does not wait out idle keep-alives at SIGTERM;
 # both end what is still open shortly before the grace runs out (app/shutdown.py).

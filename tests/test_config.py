@@ -67,3 +67,14 @@ def test_fail_open_flag(raw, value):
 def test_fail_open_flag_rejects_junk():
     with pytest.raises(ConfigError, match="OCTORELAY_LIMITS_FAIL_OPEN"):
         load_settings({"OCTORELAY_LIMITS_FAIL_OPEN": "maybe"})
+
+
+@pytest.mark.parametrize("raw, host", [(None, "0.0.0.0"), ("127.0.0.1", "127.0.0.1"), ("::1", "[::1]"),
+                                       ("[::1]", "[::1]"), ("localhost", "localhost")])
+def test_host_is_the_listen_address(raw, host):
+    assert load_settings({} if raw is None else {"HOST": raw}).host == host
+
+
+def test_a_bad_host_refuses_to_start():
+    with pytest.raises(ConfigError, match="HOST"):
+        load_settings({"HOST": "not a host!"})

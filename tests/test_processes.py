@@ -524,3 +524,11 @@ def test_every_stderr_line_is_one_json_object(env, procs):
     for line in lines:
         record = json.loads(line)
         assert {"ts", "level", "logger", "msg"} <= set(record), line
+
+
+def test_host_keeps_the_server_on_loopback(env, procs):
+    port = free_port()
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
+                   env=base_env(**{**env, "PORT": str(port), "HOST": "127.0.0.1"}), name="gunicorn")
+    wait_until_serving(server, port)
+    assert f"Listening at: http://127.0.0.1:{port}" in server.stderr
