@@ -482,6 +482,7 @@ def proxied(env, db_proxy, upstream):
     admin = Admin(client)
     anthropic_channel(admin, upstream)
     yield app, client, admin, admin.create_key(name="outage")
+    app.extensions["octorelay.relay"].ledger.close()
     db.obj.close_all()
 
 
@@ -575,6 +576,7 @@ def test_settlement_during_an_outage_keeps_its_row(proxied, db_proxy, upstream, 
 
     # the next request: admitted (the slot came back), and its settlement finds the database again
     assert post(client, key).status_code == 200  # 25 + 15
+    assert app.extensions["octorelay.relay"].ledger.flush(10)  # this client does not wait for settlements
     request_id = resp.headers["request-id"]
     row = one_row(request_id, timeout=3)
     assert (row.input_tokens, row.output_tokens, row.status) == (50, 20, 200)

@@ -79,6 +79,7 @@ class ChangeFeed:
         self._conn = None           # PostgreSQL LISTEN connection (per process)
         self._conn_for: tuple | None = None  # the database it listens on
         self._retry_at = 0.0
+        self._connecting = False
         self._marker: tuple[int, int] | None = None
 
     def version(self) -> int:
@@ -110,8 +111,8 @@ class ChangeFeed:
 
     def _poll_postgres(self, database) -> None:
         with self._poll_lock:
-            if self._pid != os.getpid():  # forked: the parent's socket is not ours
-                self._conn, self._pid = None, os.getpid()
+            if self._pid != os.getpid():  # forked: the parent's socket (and connecting thread) are not ours
+                self._conn, self._pid, self._connecting = None, os.getpid(), False
             target = (database.database, tuple(sorted(_plain_params(database.connect_params).items())))
             if self._conn is not None and self._conn_for != target:  # the app now uses another database
                 self._close()
@@ -132,11 +133,21 @@ class ChangeFeed:
                 _bump()
 
     def _connect(self, database) -> None:
+        """Start (re)connecting in the background: a request must never wait on a database that
+        does not answer. Until the connection is up, the feed moves once a second."""
         now = time.monotonic()
         if now < self._retry_at:
             return
         self._retry_at = now + RETRY_S
         _bump()  # down or (re)connecting: whatever happened meanwhile was missed
+        if self._connecting:
+            return
+        self._connecting = True
+        threading.Thread(target=self._listen, args=(database, self._conn_for, os.getpid()), daemon=True,
+                         name="octorelay-change-feed").start()
+
+    def _listen(self, database, target, pid) -> None:
+        conn = None
         try:
             import psycopg2
 
@@ -144,11 +155,17 @@ class ChangeFeed:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(f"LISTEN {CHANNEL}")
-            self._conn = conn
         except Exception as exc:
             log.warning("change feed cannot listen; caches refresh every second",
                         extra={"fields": {"error": type(exc).__name__}})
-            self._conn = None
+            conn = None
+        with self._poll_lock:
+            self._connecting = False
+            if conn is not None and self._conn is None and self._conn_for == target and self._pid == pid:
+                self._conn = conn
+                _bump()  # changes made while connecting were not heard
+            elif conn is not None:
+                conn.close()
 
     def _close(self) -> None:
         try:

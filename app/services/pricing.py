@@ -151,6 +151,10 @@ class PriceBook:
     def lookup(self, model: str | None) -> Price | None:
         return self.table().lookup(model or "")
 
+    def cached(self) -> PriceTable:
+        """The table as last loaded, without reloading it."""
+        return self._table
+
     def cost_nanos(self, model: str | None, usage: Usage) -> int:
         """The cost of `usage` on `model`; 0 for a model without a price (warned once per model
         per process, counted per request)."""

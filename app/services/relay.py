@@ -393,9 +393,10 @@ class Relay:
         return len(self._in_flight)
 
     def _metric_label(self, record: RequestRecord) -> str:
-        """Bounded label values: a glob channel accepts any string a client sends."""
+        """Bounded label values: a glob channel accepts any string a client sends. From the
+        caches as they are: settling must never wait on (or fail with) the database."""
         model = record.model
-        if any(c.names(model) for c in self.directory.channels()) or self.ledger.prices.lookup(
+        if any(c.names(model) for c in self.directory.cached()) or self.ledger.prices.cached().lookup(
                 record.upstream_model or model) is not None:
             return model
         return "other"

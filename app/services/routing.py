@@ -169,6 +169,10 @@ class ChannelDirectory:
             consecutive_failures=row.consecutive_failures, cooldown_until=row.cooldown_until,
             options=dict(row.options or {}), credentials=credentials)
 
+    def cached(self) -> list[ChannelConfig]:
+        """The channel list as last loaded, without reloading it."""
+        return self._channels
+
     def candidates(self, model: str) -> list[ChannelConfig]:
         return order_candidates(self.channels(), model, utcnow(), self._rng)
 
