@@ -88,7 +88,9 @@ KIND_WEIGHTS = {"message": 45, "stream": 40, "disconnect": 5, "no_channel": 5, "
                 "invalid": 2}
 ROUTED_KINDS = ("message", "stream", "disconnect", "no_channel")
 ALLOWED_STATUS = {"message": {200, 402, 429}, "stream": {200, 402, 429}, "disconnect": {200, 402, 429},
-                  "no_channel": {404, 402, 429}, "count_tokens": {200}, "invalid": {400}}
+                  "no_channel": {404, 402, 429}, "count_tokens": {200, 402, 429}, "invalid": {400, 402, 429}}
+# count_tokens: limited per key (OCTORELAY_COUNT_TOKENS_RPM) and refused once the budget is used up;
+# a key's limits are checked before its body is read, so an invalid body may meet them first
 
 # keys: (name, limits, weight)
 KEYS = [
@@ -785,11 +787,15 @@ class Soak:
         self.check(None not in routed_ids and len(routed_ids) == len(routed),
                    "every routed answer carries a unique request-id")
         missing = routed_ids - set(rows)
-        extra = set(rows) - routed_ids
+        # refused before routing (400/402/429...): a row too, without a channel or a cost (bounded per key)
+        refusals = {rid for rid in set(rows) - routed_ids if rows[rid][2] is None and int(rows[rid][11]) == 0}
+        extra = set(rows) - routed_ids - refusals
         self.check(not missing, f"every request that reached routing has its log row "
                    f"({len(routed_ids)} routed, {len(routed_ids & set(rows))} with rows, {len(missing)} missing"
                    + (f", e.g. {sorted(missing)[:3]}" if missing else "") + ")")
-        self.check(not extra, f"no row for a request that did not reach routing ({len(extra)} extra"
+        self.check(not (refusals - all_ids), f"refusal rows belong to refused requests ({len(refusals)} rows)")
+        self.refusal_rows = len(refusals)
+        self.check(not extra, f"no other row ({len(extra)} extra"
                    + (f", of which {len(extra - all_ids)} unknown to the clients" if extra else "") + ")")
 
         # 2. per key: rows add up to the key's totals, exactly (nanos from the DB)
@@ -926,6 +932,7 @@ class Soak:
             "requests": len(outcomes),
             "routed": len(self.routed()),
             "rows": len(getattr(self, "rows", {})),
+            "refusal_rows": getattr(self, "refusal_rows", 0),
             "by_status": dict(Counter(str(o.status) for o in outcomes)),
             "disconnects": sum(1 for o in outcomes if o.disconnected),
             "stream_errors": sum(1 for o in outcomes if o.stream_error),

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 import requests
 
+from app.db import db
 from app.models import ApiKey, RequestJournal, RequestLog, WorkerBeat, utcnow
 from tests.conftest import anthropic_channel, free_port, settled
 from tests.test_processes import GUNICORN, OCTORELAY, REPO, base_env, procs, run, wait_until_serving  # noqa: F401
@@ -60,6 +61,7 @@ def test_a_dead_workers_entries_are_settled_once_at_their_reservation(app, admin
     RequestJournal.create(request_id="req_young", key_id=key["id"], model="claude-sonnet-4-6", stream=0,
                           worker="gone:1:aa", reservation_nanos=1, started_at=utcnow())  # may still be starting
     sweeper = app.extensions["octorelay.relay"].ledger.sweeper
+    sweeper._database = db.obj  # as ensure_started() binds it
     assert sweeper.tick() == 3
     assert sweeper.tick() == 0  # settled once
     rows = list(RequestLog.select().order_by(RequestLog.request_id))

@@ -42,7 +42,7 @@ def test_short_soak_loses_nothing_and_leaks_nothing(env, redis_url, tmp_path):
     assert report.ok, "\n".join(report.failures)
     stats = report.stats
     assert stats["requests"] > 100, stats
-    assert stats["rows"] == stats["routed"] > 100, stats
+    assert stats["rows"] - stats["refusal_rows"] == stats["routed"] > 100, stats  # and a row per refusal, bounded
     assert stats["disconnects"] > 0, stats
     assert {"200", "404", "429", "402", "400"} <= set(stats["by_status"]), stats["by_status"]
     assert elapsed < 60, f"the short soak took {elapsed:.0f} s"

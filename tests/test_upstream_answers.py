@@ -64,7 +64,7 @@ def test_a_refused_channel_key_is_a_502_that_does_not_blame_the_client(live, adm
     assert error.status_code == 502 and error.body["error"]["type"] == "api_error"
     message = error.body["error"]["message"]
     assert f"channel {channel['id']}" in message and "your API key was accepted" in message
-    row = RequestLog.get()
+    row = wait_for_row()  # written just after the answer
     assert (row.status, row.error_type, row.channel_id) == (502, "api_error", channel["id"])
 
 
