@@ -88,14 +88,20 @@ def on_starting(server):
 
 
 def _say_if_redis_is_down(log) -> None:
-    """A dead Redis at start is said at start (and by /readyz), not discovered by the first 503."""
-    import redis
+    """A dead Redis at start is said at start (and by /readyz), not discovered by the first 503.
+    A plain socket PING: importing redis here, in the master, would import asyncio and ssl before
+    the gevent workers patch them."""
+    import socket
+    from urllib.parse import urlsplit
 
-    client = redis.Redis.from_url(_settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+    url = urlsplit(_settings.redis_url)
     try:
-        client.ping()
-    except redis.RedisError as exc:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=1) as sock:
+            if url.scheme == "redis":  # rediss:// is TLS: reaching the port is what can be checked here
+                sock.sendall(b"PING\r\n")
+                answer = sock.recv(64)
+                if not answer.startswith((b"+PONG", b"-NOAUTH", b"-ERR")):  # an auth error still answers
+                    raise OSError(f"unexpected answer {answer[:20]!r}")
+    except OSError as exc:
         log.warning(f"REDIS_URL does not answer ({type(exc).__name__}): keys with rate limits, concurrency "
                     "limits or budgets get 503 until it does; /readyz says so too")
-    finally:
-        client.close()
