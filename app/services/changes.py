@@ -81,6 +81,8 @@ class ChangeFeed:
         self._retry_at = 0.0
         self._connecting = False
         self._marker: tuple[int, int] | None = None
+        self._marker_db = None
+        self._marker_path: str | None = None
 
     def version(self) -> int:
         database = db.obj
@@ -93,7 +95,9 @@ class ChangeFeed:
     # SQLite ------------------------------------------------------------------
 
     def _poll_marker(self, database) -> None:
-        path = marker_path(database)
+        if self._marker_db is not database:  # the path is worked out once per database
+            self._marker_db, self._marker_path = database, marker_path(database)
+        path = self._marker_path
         if path is None:
             return
         try:
