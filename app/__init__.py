@@ -72,7 +72,7 @@ def _relay(settings: Settings, box, redis_client, policy, feed):
     ledger = Ledger(PriceBook(feed), Spool(spool_path(settings.database_url, settings.spool_dir)))
     return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy, feed=feed), ledger, transports, limiter,
                  max_attempts=settings.max_attempts, count_tokens_rpm=settings.count_tokens_rpm,
-                 server_tool_reserve_nanos=int(settings.server_tool_reserve_usd * 1e9),
+                 server_tool_reserve_nanos=int(settings.server_tool_reserve_usd * 1e9), journal=settings.journal,
                  on_settled=[record_request],
                  affinity=_affinity(settings, redis_client))
 

@@ -41,6 +41,7 @@ class Settings:
     max_body_mb: float = 32.0
     count_tokens_rpm: int = 600  # count_tokens calls per key per minute
     refusal_log_per_min: int = 60  # log rows for refused requests, per key per minute per process
+    journal: bool = False  # OCTORELAY_JOURNAL: note admitted requests so a killed worker's are settled
     server_tool_reserve_usd: float = 0.25  # reserved on top of a request's worst case when it enables server tools
     max_upstream_body_mb: float = 32.0  # a non-streamed upstream answer (or error body) read whole
     anthropic_api_key: str | None = None
@@ -50,7 +51,7 @@ class Settings:
     limits_fail_open: bool = False
     lease_ttl_s: float = 10.0
     shutdown_grace_s: int = 25  # seconds, below the 30 s most platforms wait between SIGTERM and SIGKILL
-    db_pool: int = 4  # PostgreSQL connections per worker (the hot path reads no database)
+    db_pool: int = 8  # PostgreSQL connections per worker (a budgeted key reads its totals at admission)
     spool_dir: str | None = None
     upstream_https_only: bool = False
     upstream_hosts: tuple[str, ...] = ()
@@ -229,6 +230,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
         count_tokens_rpm=_int(env, "OCTORELAY_COUNT_TOKENS_RPM", 600, 1, 10**6),
         refusal_log_per_min=_int(env, "OCTORELAY_REFUSAL_LOG_PER_MIN", 60, 0, 10**6),
+        journal=_bool(env, "OCTORELAY_JOURNAL"),
         server_tool_reserve_usd=_float(env, "OCTORELAY_SERVER_TOOL_RESERVE_USD", 0.25, 0.0, 1000.0),
         max_upstream_body_mb=_float(env, "OCTORELAY_MAX_UPSTREAM_BODY_MB", 32.0, 0.001, 1024),
         anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),
@@ -238,7 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         limits_fail_open=_bool(env, "OCTORELAY_LIMITS_FAIL_OPEN"),
         lease_ttl_s=_float(env, "OCTORELAY_LEASE_TTL", 10.0, 1.0, 3600.0),
         shutdown_grace_s=_int(env, "OCTORELAY_SHUTDOWN_GRACE_S", 25, 1, 3600),
-        db_pool=_int(env, "OCTORELAY_DB_POOL", 4, 1, 1000),
+        db_pool=_int(env, "OCTORELAY_DB_POOL", 8, 1, 1000),
         spool_dir=_str(env, "OCTORELAY_SPOOL_DIR"),
         upstream_https_only=_bool(env, "OCTORELAY_UPSTREAM_HTTPS_ONLY"),
         upstream_hosts=tuple(h.strip().lower() for h in (_str(env, "OCTORELAY_UPSTREAM_HOSTS") or "").split(",")

@@ -22,6 +22,12 @@ from tests.upstream import anthropic_message, anthropic_stream_events, json_answ
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.fixture
+def env(env):
+    """The journal is off by default (OCTORELAY_JOURNAL): these tests turn it on."""
+    return {**env, "OCTORELAY_JOURNAL": "1"}
+
+
 def test_settled_requests_leave_no_journal_entry(client, admin, upstream, app):
     anthropic_channel(admin, upstream)
     key = admin.create_key(name="k", budget_usd=5)

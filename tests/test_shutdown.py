@@ -181,7 +181,7 @@ def test_platform_restart_ends_open_streams_with_an_error_event_and_settles_ever
 SLOW_REQUESTS = 300
 CONNECTION_LIMIT = 50
 WORKERS, INSTANCES = 2, 2
-BUDGET = INSTANCES * WORKERS * (4 + 1)  # default OCTORELAY_DB_POOL, plus the change feed
+BUDGET = INSTANCES * WORKERS * (8 + 1)  # default OCTORELAY_DB_POOL, plus the change feed
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def test_slow_requests_through_two_instances_keep_other_keys_served(env, limited
     ports = [port for _, port in servers]
     budget_lines = [line for proc, _ in servers for line in proc.stderr.splitlines()
                     if "connection budget" in line]
-    assert len(budget_lines) == INSTANCES and all(f"= {WORKERS * 5} connections" in line and
+    assert len(budget_lines) == INSTANCES and all(f"= {WORKERS * 9} connections" in line and
                                                   f"database limit {CONNECTION_LIMIT}" in line
                                                   for line in budget_lines), budget_lines
 

@@ -91,6 +91,7 @@ class Relay:
     max_attempts: int = 3
     count_tokens_rpm: int = 600  # per key (OCTORELAY_COUNT_TOKENS_RPM)
     server_tool_reserve_nanos: int = 250_000_000  # OCTORELAY_SERVER_TOOL_RESERVE_USD, per request
+    journal: bool = False  # OCTORELAY_JOURNAL (off by default: see README, When things break)
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     affinity: Affinity = field(default_factory=Affinity)
     stopping: bool = field(default=False, init=False)  # set once, by stop_upstreams()
@@ -106,7 +107,8 @@ class Relay:
         release_db()  # a budgeted key's fresh totals were just read: hold the connection no longer
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
         call.recorded = True
-        self.ledger.journal(record, estimate.cost_nanos, worker_id())  # survives this process (journal.py)
+        if self.journal:  # survives this process (journal.py)
+            self.ledger.journal(record, estimate.cost_nanos, worker_id())
         self._in_flight[id(record)] = record
         try:
             opened = self._open(call, record)
