@@ -34,7 +34,7 @@ SQLITE_PRAGMAS = {
 }
 
 
-POOL_WAIT_S = 5.0  # longest wait for a free pooled connection; then MaxConnectionsExceeded (a 503)
+POOL_WAIT_S = 15.0  # longest wait for a free pooled connection; then MaxConnectionsExceeded (a 503)
 
 
 def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
