@@ -39,6 +39,8 @@ class Settings:
     worker_class: str = "gevent"
     threads: int = 1000
     max_body_mb: float = 32.0
+    header_timeout_s: float = 20.0  # a request's line and headers, from its first byte (app/read_deadlines.py)
+    body_timeout_s: float = 20.0  # a body's start, then it must keep arriving at 8 KB/s
     count_tokens_rpm: int = 600  # count_tokens calls per key per minute
     refusal_log_per_min: int = 60  # log rows for refused requests, per key per minute per process
     journal: bool = False  # OCTORELAY_JOURNAL: note admitted requests so a killed worker's are settled
@@ -228,6 +230,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         worker_class=(worker_class := _worker_class(env)),
         threads=_int(env, "OCTORELAY_THREADS", DEFAULT_CONCURRENCY[worker_class], 1, 10000),
         max_body_mb=_float(env, "OCTORELAY_MAX_BODY_MB", 32.0, 0.001, 1024),
+        header_timeout_s=_float(env, "OCTORELAY_HEADER_TIMEOUT_S", 20.0, 0.1, 3600.0),
+        body_timeout_s=_float(env, "OCTORELAY_BODY_TIMEOUT_S", 20.0, 0.1, 3600.0),
         count_tokens_rpm=_int(env, "OCTORELAY_COUNT_TOKENS_RPM", 600, 1, 10**6),
         refusal_log_per_min=_int(env, "OCTORELAY_REFUSAL_LOG_PER_MIN", 60, 0, 10**6),
         journal=_bool(env, "OCTORELAY_JOURNAL"),

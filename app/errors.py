@@ -49,6 +49,12 @@ class RequestTooLarge(RelayError):
     error_type = "request_too_large"
 
 
+class RequestTimeout(RelayError):
+    """The client sent its body too slowly (app/read_deadlines.py); the connection is closed after."""
+    status = 408
+    error_type = "invalid_request_error"
+
+
 class UnsupportedEncoding(RelayError):
     """A request body in a `content-encoding` the relay does not decode."""
     status = 415

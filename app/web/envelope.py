@@ -16,7 +16,8 @@ from peewee import InterfaceError, OperationalError
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
-from ..errors import InvalidRequest, RelayError, RequestTooLarge, error_body, error_type_for
+from ..errors import InvalidRequest, RelayError, RequestTimeout, RequestTooLarge, error_body, error_type_for
+from ..read_deadlines import SlowClient, body_timed_out
 from .encodings import check_encoding, decode_body
 
 access_log = logging.getLogger("octorelay.access")
@@ -56,7 +57,8 @@ def read_body() -> bytes:
 
     With a Content-Length werkzeug refuses an oversized body before reading it;
     a chunked body has none, and werkzeug would silently cut it at the limit.
-    Broken framing (bad chunk sizes, a client gone mid-body) is the client's 400.
+    Broken framing (bad chunk sizes, a client gone mid-body) is the client's 400; a body
+    arriving too slowly is a 408 (app/read_deadlines.py).
     A gzip or deflate body counts at its decoded size (encodings.py); what the
     relay checks and forwards is the decoded bytes, never the encoded ones.
     """
@@ -67,9 +69,12 @@ def read_body() -> bytes:
             data = request.get_data(cache=False)
         else:
             data = request.environ["wsgi.input"].read(limit + 1)
-    except HTTPException:
-        raise
-    except Exception:
+    except Exception as exc:
+        if body_timed_out(request.environ):  # whatever werkzeug made of it
+            raise RequestTimeout(str(exc) if isinstance(exc, SlowClient) else
+                                 "the request body arrived too slowly") from None
+        if isinstance(exc, HTTPException):
+            raise
         raise InvalidRequest("the request body could not be read (broken framing?)") from None
     if len(data) > limit:
         raise RequestTooLarge(f"request body too large (limit {limit} bytes)")
