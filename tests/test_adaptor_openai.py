@@ -18,7 +18,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from app.adaptors.base import Target, Usage, estimate_tokens
 from app.adaptors.openai import OpenAIAdaptor, OpenAIStream
 from app.errors import InvalidRequest, UpstreamError
-from app.upstream.sse import SSEParser
+from app.wire.sse import SSEParser
 from tests.upstream import BodyAnswer, raw_sse_answer
 
 ADAPTOR = OpenAIAdaptor()

@@ -1,4 +1,4 @@
-"""Imports go one way: web -> services -> adaptors/upstream/models -> errors/config."""
+"""Imports go one way: web -> services -> adaptors/upstream/models -> wire/errors/config."""
 import ast
 import pathlib
 
@@ -9,9 +9,12 @@ FORBIDDEN = {
     "services": {"web", "flask"},
     "models": {"web", "services", "flask"},
     "schemas": {"web", "flask"},
-    "adaptors": {"web", "services", "models", "db", "flask", "requests"},
+    # adaptors are pure translation: the request value and SSE framing come from wire, not upstream
+    "adaptors": {"web", "services", "models", "db", "upstream", "flask", "requests", "peewee"},
     "upstream": {"web", "services", "models", "flask"},
     "channel_types": {"web", "services", "models", "db", "schemas", "flask"},  # the registry: adaptors + transports
+    "wire": {"web", "services", "models", "db", "schemas", "adaptors", "upstream", "channel_types",
+             "flask", "requests", "peewee"},  # neutral ground: imports no layer
     "config": {"web", "services", "models", "db", "schemas", "errors", "flask"},
 }
 

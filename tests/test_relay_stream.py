@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from app.models import ApiKey, RequestLog
-from app.upstream.sse import SSEParser
+from app.wire.sse import SSEParser
 from tests.upstream import (anthropic_stream_events, error_answer, json_answer, anthropic_message,
                             raw_sse_answer, sse_answer, sse_then_drop, sse_then_hang,
                             tool_use_stream_events, encode_event, message_start_event, error_event)

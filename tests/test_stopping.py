@@ -13,7 +13,7 @@ from app import shutdown
 from app.db import db
 from app.models import ApiKey, Channel, RequestLog
 from app.pg_budget import Limits, assess
-from app.upstream.sse import SSEParser
+from app.wire.sse import SSEParser
 from tests.upstream import anthropic_message, anthropic_stream_events, hang_answer, json_answer, sse_answer
 
 from .conftest import Admin, anthropic_channel, settled

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from ..upstream.sse import SSEParser
-from ..upstream.transport import UpstreamRequest
+from ..wire.request import UpstreamRequest
+from ..wire.sse import SSEParser
 from .base import Target, Usage, join_url
 
 DEFAULT_VERSION = "2023-06-01"

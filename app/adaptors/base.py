@@ -153,7 +153,7 @@ class StreamTranslator(Protocol):
 class Adaptor(Protocol):
     def build_request(self, target: Target, body: dict, raw: bytes, headers: Mapping,
                       *, count_tokens: bool = False):
-        """-> app.upstream.transport.UpstreamRequest"""
+        """-> app.wire.request.UpstreamRequest"""
 
     def translate_response(self, body: bytes) -> tuple[bytes, Usage]:
         """A 2xx non-streaming body -> (Anthropic message JSON bytes, usage)."""

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from botocore.eventstream import EventStreamBuffer, ParserError
 
-from ..upstream.transport import UpstreamAuth, UpstreamRequest
+from ..wire.request import UpstreamAuth, UpstreamRequest
 from .anthropic import AnthropicStream
 from .base import Target, Usage, join_url
 from .openai import clean_message

@@ -25,8 +25,8 @@ import secrets
 from typing import Any, Mapping
 
 from ..errors import InvalidRequest, UpstreamError, error_type_for
-from ..upstream.sse import SSEParser, frame
-from ..upstream.transport import UpstreamRequest
+from ..wire.sse import SSEParser, frame
+from ..wire.request import UpstreamRequest
 from .base import Target, Usage, estimate_input_tokens, estimate_tokens, join_url
 
 log = logging.getLogger("octorelay.adaptors.openai")

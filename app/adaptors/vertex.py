@@ -15,7 +15,7 @@ from typing import Mapping
 from urllib.parse import quote
 
 from ..errors import error_type_for
-from ..upstream.transport import UpstreamAuth, UpstreamRequest
+from ..wire.request import UpstreamAuth, UpstreamRequest
 from .anthropic import AnthropicAdaptor, upstream_headers
 from .base import Target, join_url
 from .openai import clean_message

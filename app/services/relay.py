@@ -24,8 +24,8 @@ from ..db import release as release_db
 from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
 from ..metrics import STREAMS
 from ..models import utcnow
-from ..upstream.sse import frame
 from ..upstream.transport import TransportError, UpstreamResponse
+from ..wire.sse import frame
 from .accounting import Ledger, RequestRecord
 from .affinity import Affinity
 from .auth import KeySnapshot

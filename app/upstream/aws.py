@@ -11,7 +11,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from .transport import HttpTransport, UpstreamRequest, UpstreamResponse
+from ..wire.request import UpstreamRequest
+from .transport import HttpTransport, UpstreamResponse
 
 
 def sign(request: UpstreamRequest) -> dict:

@@ -15,7 +15,8 @@ from http.cookiejar import DefaultCookiePolicy
 
 import requests
 
-from .transport import HttpTransport, TransportError, UpstreamRequest, UpstreamResponse
+from ..wire.request import UpstreamRequest
+from .transport import HttpTransport, TransportError, UpstreamResponse
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 TOKEN_TIMEOUT_S = 15.0

@@ -9,8 +9,9 @@ import json
 import secrets
 
 from ..adaptors.base import estimate_tokens
-from .sse import frame
-from .transport import UpstreamRequest, UpstreamResponse
+from ..wire.request import UpstreamRequest
+from ..wire.sse import frame
+from .transport import UpstreamResponse
 
 REPLY = ("Hello from octorelay's mock channel. This answer was generated locally; "
          "add a real channel to talk to Claude.")

@@ -16,6 +16,7 @@ import requests
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from ..errors import InvalidRequest
+from ..wire.request import UpstreamRequest
 from .cutoff import TrackedAdapter, abort_all
 
 CONNECT_TIMEOUT_S = 10.0
@@ -29,23 +30,6 @@ class TransportError(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
-
-
-@dataclass(frozen=True)
-class UpstreamAuth:
-    """Credentials a transport turns into headers at send time (a SigV4 signature, an OAuth
-    token): `kind` names the scheme, `params` holds the secrets (never in a repr)."""
-    kind: str
-    params: dict = field(repr=False)
-
-
-@dataclass
-class UpstreamRequest:
-    url: str
-    headers: dict
-    body: bytes
-    timeout_s: float = 600.0
-    auth: UpstreamAuth | None = None  # applied by the channel type's transport, not the adaptor
 
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
