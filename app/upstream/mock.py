@@ -9,6 +9,7 @@ import json
 import secrets
 
 from ..adaptors.base import estimate_tokens
+from ..adaptors.message_events import message_events
 from ..wire.request import UpstreamRequest
 from ..wire.sse import frame
 from .transport import UpstreamResponse
@@ -62,29 +63,19 @@ class MockTransport:
         if body.get("stream") is True:
             return UpstreamResponse(200, {"content-type": "text/event-stream; charset=utf-8",
                                           "request-id": "req_mock_" + secrets.token_hex(8)},
-                                    iter(_events(message, text)))
+                                    iter(_events(message)))
         return _json(200, message)
 
     def close(self) -> None:
         pass
 
 
-def _events(message: dict, text: str) -> list[bytes]:
-    start = {**message, "content": [], "stop_reason": None,
-             "usage": {**message["usage"], "output_tokens": 1}}
-    out = [frame("message_start", {"type": "message_start", "message": start})]
-    if text:
-        out.append(frame("content_block_start", {"type": "content_block_start", "index": 0,
-                                                 "content_block": {"type": "text", "text": ""}}))
-        out.append(frame("ping", {"type": "ping"}))
-        for word in _words(text):
-            out.append(frame("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                     "delta": {"type": "text_delta", "text": word}}))
-        out.append(frame("content_block_stop", {"type": "content_block_stop", "index": 0}))
-    # As Anthropic's API does: the closing usage repeats the input and cache counts next to the
-    # output (clients such as LangChain read input only from here).
-    out.append(frame("message_delta", {"type": "message_delta",
-                                       "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                       "usage": dict(message["usage"])}))
-    out.append(frame("message_stop", {"type": "message_stop"}))
-    return out
+def _events(message: dict) -> list[bytes]:
+    """The message as Anthropic streams it: a word per text delta, a ping after the first
+    block opens. The closing usage repeats the input and cache counts next to the output, as
+    Anthropic's does (clients such as LangChain read input only from there)."""
+    events = [frame(name, data) for name, data in
+              message_events(message, start_usage={**message["usage"], "output_tokens": 1}, text_pieces=_words)]
+    if message["content"]:
+        events.insert(2, frame("ping", {"type": "ping"}))
+    return events
