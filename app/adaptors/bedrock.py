@@ -21,7 +21,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from ..wire.request import UpstreamAuth, UpstreamRequest
 from .anthropic import AnthropicStream
 from .base import Target, Usage, join_url
-from .openai import clean_message
+from .openai.errors import clean_message
 
 VERSION = "bedrock-2023-05-31"
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")

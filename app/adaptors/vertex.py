@@ -18,7 +18,7 @@ from ..errors import error_type_for
 from ..wire.request import UpstreamAuth, UpstreamRequest
 from .anthropic import AnthropicAdaptor, upstream_headers
 from .base import Target, join_url
-from .openai import clean_message
+from .openai.errors import clean_message
 
 VERSION = "vertex-2023-10-16"
 REGION = re.compile(r"^(global|[a-z]+(-[a-z]+)*\d+|us|eu)$")
