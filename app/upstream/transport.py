@@ -1,15 +1,16 @@
 """Sending one upstream request and reading its answer as it arrives.
 
 One HTTPAdapter (its urllib3 pool) is shared by every thread of a worker,
-so connections are reused. Session objects are not documented as
-thread-safe, so each request borrows a thin Session over that adapter from a
-free list and gives it back once the head is in (a thread-local would build
-a new Session per request under gevent, where every request is a new greenlet).
+so connections are reused. Requests go straight to the adapter as prepared
+requests: a Session would add what the relay never wants (cookies kept and
+merged, environment proxies and .netrc, redirects, hooks) and it cost a
+tenth of a worker's CPU under load (issue 14's profile: cookie jars and
+their locks built and merged twice per request).
 """
 from __future__ import annotations
 
-from http.cookiejar import DefaultCookiePolicy
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator
 
 import requests
@@ -69,27 +70,19 @@ class HttpTransport:
         self.max_body_bytes = max_body_bytes
         self._adapter = TrackedAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0,
                                        pool_block=False)
-        self._idle: list[requests.Session] = []  # list.pop/append are atomic: no lock needed
-
-    def _new_session(self) -> requests.Session:
-        session = requests.Session()
-        session.trust_env = False  # never pick up proxies or .netrc credentials
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # keep no cookies
-        session.mount("http://", self._adapter)
-        session.mount("https://", self._adapter)
-        return session
 
     def open(self, request: UpstreamRequest) -> UpstreamResponse:
-        """POST and wait for the head; raises TransportError when none comes."""
+        """POST and wait for the head; raises TransportError when none comes.
+        No proxies from the environment, no .netrc, no cookies, no redirects followed."""
         try:
-            session = self._idle.pop()
-        except IndexError:
-            session = self._new_session()
-        try:
-            resp = session.post(
-                request.url, data=request.body, headers=request.headers, stream=True,
-                timeout=(min(CONNECT_TIMEOUT_S, request.timeout_s), request.timeout_s),
-                allow_redirects=False)
+            prepared = requests.PreparedRequest()
+            prepared.method = "POST"
+            prepared.url = _prepared_url(request.url)
+            prepared.prepare_headers(request.headers)  # checks every value (InvalidHeader)
+            prepared.prepare_body(request.body, None)  # Content-Length
+            resp = self._adapter.send(
+                prepared, stream=True, verify=True, cert=None, proxies={},
+                timeout=(min(CONNECT_TIMEOUT_S, request.timeout_s), request.timeout_s))
         except requests.exceptions.InvalidHeader:
             # A client's anthropic-* value requests will not send: the client's fault, not the
             # channel's. (The value is not echoed: the message could name our own key.)
@@ -100,8 +93,6 @@ class HttpTransport:
             raise TransportError("timeout", "upstream did not answer in time") from None
         except requests.exceptions.RequestException as exc:
             raise TransportError("connect", f"upstream connection failed: {type(exc).__name__}") from None
-        finally:
-            self._idle.append(session)
         return UpstreamResponse(resp.status_code, dict(resp.headers), _iter_body(resp), resp.close,
                                 self.max_body_bytes)
 
@@ -111,6 +102,14 @@ class HttpTransport:
     def abort_all(self) -> int:
         """A stopping worker: end every upstream call in flight now (see cutoff.py)."""
         return abort_all()
+
+
+@lru_cache(maxsize=1024)  # channel URLs: a few per channel (Bedrock and Vertex put the model in the path)
+def _prepared_url(url: str) -> str:
+    """The URL as requests sends it (IDNA host, quoted path); raises requests' errors for a bad one."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url
 
 
 def _iter_body(resp: requests.Response) -> Iterator[bytes]:
