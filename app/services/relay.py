@@ -7,7 +7,6 @@ once, however it ends.
 """
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -15,10 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
-from ..adaptors import Usage, estimate_input_tokens, estimate_tokens
+from ..adaptors import estimate_input_tokens, estimate_tokens
 from ..adaptors.anthropic import AnthropicAdaptor
 from ..adaptors.base import estimate_missing_usage
-from ..adaptors.message_events import message_events
 from ..channel_types import channel_type
 from ..db import release as release_db
 from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
@@ -32,12 +30,14 @@ from .auth import KeySnapshot
 from .limiter import Admission, Estimate, Limiter
 from .journal import worker_id
 from .pricing import worst_case_nanos
+from .replies import (STOPPING_MESSAGE, Reply, answered_json, anthropic_error, as_event_stream, credentials_refused, error_type_of,
+                      header, json_headers, stopping_reply, stream_headers, transport_reply, upstream_text,
+                      with_request_id)
 from .routing import ChannelConfig, ChannelDirectory, home_first
 
 log = logging.getLogger("octorelay.relay")
 
 COUNTS_TOKENS = "count_tokens"  # _open(..., formats=COUNTS_TOKENS): only types whose upstream counts
-STOPPING_MESSAGE = "octorelay is restarting; retry the request"
 TOO_DEEP_TO_REENCODE = "request body is nested too deeply to be re-encoded for this channel"
 
 
@@ -65,14 +65,6 @@ class RelayCall:
     @property
     def stream(self) -> bool:
         return self.body.get("stream") is True and not self.count_tokens
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict
-    body: bytes | Iterator[bytes]
-    error_type: str | None = None
 
 
 @dataclass
@@ -114,10 +106,10 @@ class Relay:
             opened = self._open(call, record)
             if isinstance(opened, Reply):
                 reply = self._finish_error(record, admission, opened)
-            elif call.stream and _answered_json(opened.upstream):  # a message where events were asked for
+            elif call.stream and answered_json(opened.upstream):  # a message where events were asked for
                 reply = self._complete(record, admission, opened, as_events=True, request=call.body)
             elif call.stream:
-                reply = Reply(200, _stream_headers(opened.upstream),
+                reply = Reply(200, stream_headers(opened.upstream),
                               PrimedStream(self._stream(record, admission, opened, call.body)))
             else:
                 reply = self._complete(record, admission, opened, request=call.body)
@@ -190,11 +182,11 @@ class Relay:
         try:
             body = opened.upstream.read()
         except TransportError as exc:
-            return _transport_reply(exc, call.request_id)
+            return transport_reply(exc, call.request_id)
         finally:
             opened.upstream.close()
         body, _ = opened.adaptor.translate_response(body)  # a cloud's count in Anthropic's shape
-        return Reply(opened.upstream.status, _json_headers(opened.upstream), body)
+        return Reply(opened.upstream.status, json_headers(opened.upstream), body)
 
     # routing and failover -----------------------------------------------------
 
@@ -225,7 +217,7 @@ class Relay:
             if attempts >= self.max_attempts:
                 break
             if self.stopping:
-                return _stopping_reply(call.request_id)
+                return stopping_reply(call.request_id)
             adaptor = channel_type(channel.type).adaptor
             target = channel.target(call.model)
             try:
@@ -245,17 +237,17 @@ class Relay:
                 upstream = self.transports[channel.type].open(request)
             except TransportError as exc:
                 if self.stopping:  # cut by stop_upstreams(): not the channel's fault, no failover
-                    return _stopping_reply(call.request_id)
+                    return stopping_reply(call.request_id)
                 if not call.count_tokens:
                     self.directory.record_failure(channel, exc.kind)
-                last = _transport_reply(exc, call.request_id)
+                last = transport_reply(exc, call.request_id)
                 continue
             if 200 <= upstream.status < 300:
                 self.directory.record_success(channel)
                 return _Opened(channel, adaptor, upstream)
             last = self._upstream_error(adaptor, upstream, call.request_id)
             if upstream.status in (401, 403):  # the channel's own key was refused, not the client's
-                last = _credentials_refused(channel, last, call.request_id)
+                last = credentials_refused(channel, last, call.request_id)
             if not retryable(upstream.status):
                 return last
             if not call.count_tokens:
@@ -279,16 +271,16 @@ class Relay:
         finally:
             upstream.close()
         status, body = adaptor.translate_error(upstream.status, raw)
-        headers = _json_headers(upstream)
-        if not _anthropic_error(body):  # an nginx page, a gateway's own shape, nothing at all
-            body = json.dumps(error_body(error_type_for(status), _upstream_text(status, body),
+        headers = json_headers(upstream)
+        if not anthropic_error(body):  # an nginx page, a gateway's own shape, nothing at all
+            body = json.dumps(error_body(error_type_for(status), upstream_text(status, body),
                                          request_id)).encode()
             headers["content-type"] = "application/json"
         elif type(adaptor) is not AnthropicAdaptor:  # a translated body (Vertex too): give it our request id
-            body = _with_request_id(body, request_id)
+            body = with_request_id(body, request_id)
         if "retry-after" in {k.lower() for k in upstream.headers}:
-            headers["retry-after"] = _header(upstream.headers, "retry-after")
-        return Reply(status, headers, body, _error_type_of(body, status))
+            headers["retry-after"] = header(upstream.headers, "retry-after")
+        return Reply(status, headers, body, error_type_of(body, status))
 
     # answers --------------------------------------------------------------------
 
@@ -306,9 +298,9 @@ class Relay:
             raw = opened.upstream.read()
         except TransportError as exc:
             if self.stopping:
-                return self._finish_error(record, admission, _stopping_reply(record.request_id))
+                return self._finish_error(record, admission, stopping_reply(record.request_id))
             self.directory.record_failure(opened.channel, exc.kind)
-            return self._finish_error(record, admission, _transport_reply(exc, record.request_id))
+            return self._finish_error(record, admission, transport_reply(exc, record.request_id))
         finally:
             opened.upstream.close()
         body, usage = opened.adaptor.translate_response(raw)
@@ -320,9 +312,9 @@ class Relay:
         record.usage = usage
         record.status = opened.upstream.status
         record.ttft_ms = _ms_since(record.started)
-        reply = Reply(opened.upstream.status, _json_headers(opened.upstream), body)
+        reply = Reply(opened.upstream.status, json_headers(opened.upstream), body)
         if as_events:
-            reply = _as_event_stream(reply, record)
+            reply = as_event_stream(reply, record)
         self._settle(record, admission)
         return reply
 
@@ -457,73 +449,6 @@ def _uses_server_tools(body: dict) -> bool:
         isinstance(t, dict) and isinstance(t.get("type"), str) and SERVER_TOOLS.match(t["type"]) for t in tools)
 
 
-def _anthropic_error(body: bytes) -> bool:
-    """Anthropic's error shape: {"type": "error", "error": {"type": str, "message": str}, ...}."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    error = payload.get("error") if isinstance(payload, dict) else None
-    return (payload.get("type") == "error" and isinstance(error, dict)
-            and isinstance(error.get("type"), str) and isinstance(error.get("message"), str))
-
-
-_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
-UPSTREAM_TEXT_MAX = 300
-
-
-def _upstream_text(status: int, body: bytes) -> str:
-    """What the upstream said, fit for a message: a JSON error's message if it has one, else its
-    text without markup, whitespace folded, cut short."""
-    text = body.decode("utf-8", "replace")
-    try:
-        payload = json.loads(text)
-        if isinstance(payload, dict):
-            error = payload.get("error")
-            found = (error.get("message") if isinstance(error, dict) else error) or payload.get("message") \
-                or payload.get("detail")
-            if isinstance(found, str):
-                text = found
-    except ValueError:
-        pass
-    text = " ".join(html.unescape(_TAGS.sub(" ", text)).split())
-    if len(text) > UPSTREAM_TEXT_MAX:
-        text = text[:UPSTREAM_TEXT_MAX - 1] + "…"
-    return f"upstream answered {status}: {text}" if text else f"upstream answered {status}"
-
-
-def _credentials_refused(channel: ChannelConfig, refused: Reply, request_id: str) -> Reply:
-    """An upstream 401/403 blames the channel's credentials: the client's key was fine, so it must
-    not see an authentication error (it would suspect its own key)."""
-    log.warning("upstream refused the channel's credentials", extra={"fields": {
-        "channel_id": channel.id, "status": refused.status, "upstream_error_type": refused.error_type}})
-    message = (f"the upstream refused the credentials of channel {channel.id} ({refused.status} "
-               f"{refused.error_type}); your API key was accepted: an operator must fix the channel")
-    body = json.dumps(error_body("api_error", message, request_id)).encode()
-    return Reply(502, {"content-type": "application/json"}, body, "api_error")
-
-
-def _answered_json(upstream: UpstreamResponse) -> bool:
-    return (_header(upstream.headers, "content-type") or "").lower().startswith("application/json")
-
-
-def _as_event_stream(reply: Reply, record: RequestRecord) -> Reply:
-    """The message in `reply` as Anthropic's events; a body that is no message is the upstream's
-    fault (502), never an empty 200 stream."""
-    try:
-        message = json.loads(reply.body)
-        if not (isinstance(message, dict) and message.get("type") == "message"):
-            raise ValueError("not a message")
-        events = b"".join(frame(name, payload) for name, payload in message_events(message))
-    except (ValueError, TypeError, AttributeError):
-        record.status, record.error_type = 502, "api_error"
-        body = json.dumps(error_body("api_error", "the upstream answered a streaming request with a body "
-                                     "that is neither an event stream nor a message", record.request_id))
-        return Reply(502, {"content-type": "application/json"}, body.encode(), "api_error")
-    headers = {k: v for k, v in reply.headers.items() if k != "content-type"}
-    return Reply(200, {**_stream_headers_plain(), **headers}, events)
-
-
 def _estimates_on_refusal(channels: list[ChannelConfig], channel_id: int | None) -> bool:
     """The channel that refused a count is of a type whose count exists only for some models or
     regions (the registry says so): the local estimate answers instead of an error."""
@@ -533,69 +458,3 @@ def _estimates_on_refusal(channels: list[ChannelConfig], channel_id: int | None)
 
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
-
-
-def _header(headers: Mapping, name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _upstream_id(upstream: UpstreamResponse) -> str | None:
-    """The upstream's own request id: Anthropic's header, or Bedrock's."""
-    return _header(upstream.headers, "request-id") or _header(upstream.headers, "x-amzn-requestid")
-
-
-def _json_headers(upstream: UpstreamResponse) -> dict:
-    out = {"content-type": _header(upstream.headers, "content-type") or "application/json"}
-    upstream_id = _upstream_id(upstream)
-    if upstream_id:
-        out["upstream-request-id"] = upstream_id
-    return out
-
-
-def _stream_headers_plain() -> dict:
-    return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
-            "x-accel-buffering": "no"}
-
-
-def _stream_headers(upstream: UpstreamResponse) -> dict:
-    out = _stream_headers_plain()
-    upstream_id = _upstream_id(upstream)
-    if upstream_id:
-        out["upstream-request-id"] = upstream_id
-    return out
-
-
-def _error_type_of(body: bytes, status: int) -> str:
-    try:
-        payload = json.loads(body)
-        error_type = payload["error"]["type"]
-        if isinstance(error_type, str):
-            return error_type
-    except (ValueError, KeyError, TypeError):
-        pass
-    return error_type_for(status)
-
-
-def _with_request_id(body: bytes, request_id: str) -> bytes:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return body
-    if isinstance(payload, dict) and "request_id" not in payload:
-        payload["request_id"] = request_id
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return body
-
-
-def _stopping_reply(request_id: str) -> Reply:
-    body = json.dumps(error_body("overloaded_error", STOPPING_MESSAGE, request_id)).encode()
-    return Reply(503, {"content-type": "application/json"}, body, "overloaded_error")
-
-
-def _transport_reply(exc: TransportError, request_id: str) -> Reply:
-    status, error_type = (504, "timeout_error") if exc.kind == "timeout" else (502, "api_error")
-    body = json.dumps(error_body(error_type, exc.message, request_id)).encode()
-    return Reply(status, {"content-type": "application/json"}, body, error_type)
