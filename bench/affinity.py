@@ -178,11 +178,35 @@ def run_scenario(name: str, channels: int, affinity: bool, named: bool, conversa
             "seconds": elapsed}
 
 
+def lookup_cost(batches: int = 20, per_batch: int = 200) -> None:
+    """What affinity adds to a turn's CPU: lookup + settle on the real Claude Code turn (24 tools,
+    ~65 KB of schemas), named by its header or by the prefix hash. Best batch of this thread's CPU
+    time, so a shared machine's stalls are left out."""
+    from app.services.affinity import Affinity, LocalStore
+
+    body = {k: v for k, v in captured().items() if k != "metadata"}
+    print("| affinity key | lookup + settle, CPU µs (best batch) |\n|---|---|")
+    for name, headers in (("x-claude-code-session-id", {"x-claude-code-session-id": "perf"}),
+                          ("prefix hash", {})):
+        affinity, best = Affinity(LocalStore()), float("inf")
+        for _ in range(batches):
+            started = time.thread_time()
+            for _ in range(per_batch):
+                affinity.settle(affinity.lookup(1, body["model"], headers, body), 1)
+            best = min(best, (time.thread_time() - started) * 1e6 / per_batch)
+        print(f"| {name} | {best:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--lookup-cost", action="store_true",
+                        help="only measure one lookup + settle on the captured turn (CPU µs) and exit")
     args = parser.parse_args()
+    if args.lookup_cost:
+        lookup_cost()
+        return
     os.environ.pop("REDIS_URL", None)
     scenarios = [("one channel", 1, True, True),
                  ("3 channels, affinity off", 3, False, True),
