@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import pytest
 
@@ -578,23 +577,15 @@ class TestRejected:
         ]
 
 
-# --- performance ----------------------------------------------------------------
+# --- a real Claude Code body ---------------------------------------------------
 
-def test_claude_code_body_is_cheap_to_check():
+def test_claude_code_body_passes_the_check():
+    """Its cost is measured by bench/run.sh (the Claude Code-sized rows), not asserted here."""
     body = parse_json_body(json.dumps(claude_code_body()).encode())
     size = len(json.dumps(body))
     assert 40_000 < size < 70_000, size
     assert len(body["messages"]) == 100 and len(body["tools"]) == 31
-    check_messages_body(body)  # warm up
-    runs = []
-    for _ in range(30):
-        start = time.perf_counter()
-        check_messages_body(body)
-        runs.append(time.perf_counter() - start)
-    runs.sort()
-    median = runs[len(runs) // 2]
-    # well under 2 ms on a dev machine; generous bound so a loaded CI box doesn't flake
-    assert median < 0.010, f"median {median * 1000:.2f} ms"
+    check_messages_body(body)
 
 
 @pytest.mark.parametrize("raw", [
