@@ -9,7 +9,7 @@ import pytest
 from app.db import db
 from app.models import ApiKey, RequestLog, utcnow
 from app.services import keys as key_service
-from app.services import periods
+from app import periods
 from app.timefmt import iso
 from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 

@@ -112,7 +112,7 @@ def test_keys_list_show_update_revoke(cli):
 
 def test_keys_budget_period_is_set_shown_and_cleared(cli):
     from app.models import utcnow
-    from app.services.periods import resets_at
+    from app.periods import resets_at
     from app.timefmt import iso
 
     before = utcnow()

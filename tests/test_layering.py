@@ -6,15 +6,16 @@ APP = pathlib.Path(__file__).resolve().parent.parent / "app"
 
 # layer -> layers and libraries it must never import
 FORBIDDEN = {
-    "services": {"web", "flask"},
+    "services": {"web", "schemas", "flask"},  # bodies and queries are parsed at the edge (web, CLI)
     "models": {"web", "services", "flask"},
-    "schemas": {"web", "flask"},
+    "schemas": {"web", "services", "models", "db", "adaptors", "upstream", "flask"},
     # adaptors are pure translation: the request value and SSE framing come from wire, not upstream
     "adaptors": {"web", "services", "models", "db", "upstream", "flask", "requests", "peewee"},
-    "upstream": {"web", "services", "models", "flask"},
+    "upstream": {"web", "services", "models", "adaptors", "channel_types", "flask"},
     "channel_types": {"web", "services", "models", "db", "schemas", "flask"},  # the registry: adaptors + transports
     "wire": {"web", "services", "models", "db", "schemas", "adaptors", "upstream", "channel_types",
              "flask", "requests", "peewee"},  # neutral ground: imports no layer
+    "periods": {"web", "services", "models", "db", "schemas", "flask"},  # calendar arithmetic only
     "config": {"web", "services", "models", "db", "schemas", "errors", "flask"},
 }
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from app.models import RequestLog
-from app.services import usage
+from app.schemas import usage as usage_query
 from app.services.usage import LOG_FIELDS, recent_logs, usage_report
 
 from .conftest import ADMIN_TOKEN, assert_error
@@ -209,17 +209,17 @@ def test_report_rejects_unknown_group_fields():
 # parameters ------------------------------------------------------------------------
 
 def test_parse_usage_query_converts_everything():
-    parsed = usage.parse_usage_query({
+    parsed = usage_query.parse_usage_query({
         "key_id": "3", "model": SONNET, "since": "2025-03-01",
         "until": "2025-03-02T01:00:00+02:00", "group_by": " day, key ,day",
     })
     assert parsed == {"key_id": 3, "model": SONNET, "since": datetime(2025, 3, 1),
                       "until": datetime(2025, 3, 1, 23), "group_by": ("day", "key")}
-    assert usage.parse_usage_query({"since": "2025-03-01T10:00:00Z"}) == {"since": datetime(2025, 3, 1, 10)}
-    assert usage.parse_usage_query({"key_id": "", "model": "", "group_by": ""}) == {}
-    assert usage.parse_usage_query({"key_id": None}) == {}
-    assert usage.parse_logs_query({}) == {"limit": 50}
-    assert usage.parse_logs_query({"key_id": "2", "limit": "1000"}) == {"key_id": 2, "limit": 1000}
+    assert usage_query.parse_usage_query({"since": "2025-03-01T10:00:00Z"}) == {"since": datetime(2025, 3, 1, 10)}
+    assert usage_query.parse_usage_query({"key_id": "", "model": "", "group_by": ""}) == {}
+    assert usage_query.parse_usage_query({"key_id": None}) == {}
+    assert usage_query.parse_logs_query({}) == {"limit": 50}
+    assert usage_query.parse_logs_query({"key_id": "2", "limit": "1000"}) == {"key_id": 2, "limit": 1000}
 
 
 # usage: API --------------------------------------------------------------------------

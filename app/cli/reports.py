@@ -72,10 +72,11 @@ LOG_COLUMNS = ["created_at", "request_id", "key_id", "channel_id", "model", "str
 @json_option
 def usage(key_id, model, since, until, group_by, as_json):
     """Usage totals from the request log, optionally grouped (as GET /admin/usage)."""
+    from ..schemas.usage import parse_usage_query
     from ..services import usage as svc
 
     _app()
-    query = _run(svc.parse_usage_query, {"key_id": key_id, "model": model, "since": since,
+    query = _run(parse_usage_query, {"key_id": key_id, "model": model, "since": since,
                                          "until": until, "group_by": group_by})
     rows = _run(lambda: svc.usage_report(**query))
     group_columns = [svc.GROUP_COLUMNS[name] for name in query.get("group_by", ())]
@@ -88,8 +89,9 @@ def usage(key_id, model, since, until, group_by, as_json):
 @json_option
 def logs(key_id, limit, as_json):
     """The most recent requests, newest first (as GET /admin/logs)."""
+    from ..schemas.usage import parse_logs_query
     from ..services import usage as svc
 
     _app()
-    query = _run(svc.parse_logs_query, {"key_id": key_id, "limit": limit})
+    query = _run(parse_logs_query, {"key_id": key_id, "limit": limit})
     _emit({"data": _run(lambda: svc.recent_logs(**query))}, as_json, LOG_COLUMNS)

@@ -32,7 +32,7 @@ class ApiKey(BaseModel):
     budget_nanos = BigIntegerField(null=True)
     used_nanos = BigIntegerField(default=0)  # counted from period_start when budget_period is set
     budget_period = CharField(max_length=8, null=True)  # day / week / month (UTC); null: never resets
-    period_start = DateTimeField(null=True)  # the start of the period used_* count (services/periods.py)
+    period_start = DateTimeField(null=True)  # the start of the period used_* count (app/periods.py)
     token_quota = BigIntegerField(null=True)
     used_tokens = BigIntegerField(default=0)
     rpm = IntegerField(null=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from ..channel_types import CHANNEL_TYPES
-from ..services.periods import PERIODS
+from ..periods import PERIODS
 from ..timefmt import to_naive_utc
 from .strict import StrictBoolean, StrictFloat, StrictInteger
+
 
 def _no_nul(value: str) -> None:
     if "\x00" in value:

@@ -5,11 +5,21 @@ are errors, as in the admin bodies (a typo must not silently widen a report).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
+from ..errors import InvalidRequest
 from ..timefmt import to_naive_utc
+from . import load
 
 GROUP_FIELDS = ("key", "model", "channel", "day")
 MAX_LIMIT = 1000
@@ -89,3 +99,36 @@ class LogsQuerySchema(Schema):
     key_id = fields.Integer(**_key_id)
     limit = fields.Integer(load_default=DEFAULT_LIMIT,
                            validate=validate.Range(min=1, max=MAX_LIMIT))
+
+
+# parsing ---------------------------------------------------------------------
+
+def _single_values(args: Mapping) -> dict:
+    """A query mapping (values may be lists, as werkzeug's `to_dict(flat=False)`) -> plain dict.
+
+    A parameter given twice is an error (except group_by, whose values are
+    joined); None or an empty string means "not given" (`?key_id=&model=`).
+    """
+    out = {}
+    for name, value in args.items():
+        if isinstance(value, (list, tuple)):
+            if name == "group_by":
+                value = ",".join(str(v) for v in value)
+            elif len(value) > 1:
+                raise InvalidRequest(f"{name}: given more than once")
+            else:
+                value = value[0] if value else None
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        out[name] = value
+    return out
+
+
+def parse_usage_query(args: Mapping) -> dict:
+    """Validate `key_id, model, since, until, group_by` -> keyword arguments of usage_report."""
+    return load(UsageQuerySchema(), _single_values(args))
+
+
+def parse_logs_query(args: Mapping) -> dict:
+    """Validate `key_id, limit` -> keyword arguments of recent_logs."""
+    return load(LogsQuerySchema(), _single_values(args))

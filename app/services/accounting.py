@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from ..adaptors.base import TOKEN_FIELDS, USAGE_FIELDS, Usage
 from peewee import DataError, IntegrityError, SqliteDatabase
 
+from .. import periods
 from ..config import ConfigError
 from ..db import db
 from ..models import ApiKey, RequestJournal, RequestLog, utcnow
-from . import periods
+from ..wire.usage import TOKEN_FIELDS, USAGE_FIELDS, Usage
 from .journal import Sweeper
 from .pricing import PriceBook
 from .writer import SettlementWriter
@@ -190,7 +190,7 @@ def private_folder(folder: str) -> None:
 
 
 def _charge_sql(q, p) -> str:
-    """The atomic charge of one key: `used = used + n`, in the budget period (services/periods.py)
+    """The atomic charge of one key: `used = used + n`, in the budget period (app/periods.py)
     of the rows' `created_at`. A key whose period has ended since its last charge starts again
     from this charge (the reset and the charge are one UPDATE, so concurrent writers on every
     instance agree); a row of a period that has already ended (written late, or by an instance

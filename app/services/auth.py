@@ -16,9 +16,9 @@ from datetime import datetime
 
 from ..errors import AuthenticationFailed, PermissionDenied
 from ..models import ApiKey, utcnow
+from ..periods import current_usage
 from .changes import ChangeFeed, change_feed
 from .keys import KEY_PREFIX, hash_key
-from .periods import current_usage
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from ..db import db
 from ..errors import InvalidRequest, NotFound
 from ..models import ApiKey, utcnow
+from ..periods import current_usage, period_start, resets_at
 from ..timefmt import iso
 from .changes import announce
-from .periods import current_usage, period_start, resets_at
 
 KEY_PREFIX = "sk-octo-"
 NANOS_PER_USD = 1_000_000_000

@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from limits import RateLimitItemPerMinute
-from peewee import DatabaseError
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
+from peewee import DatabaseError
 
 from ..errors import BillingError, Overloaded, RateLimited
 from ..metrics import LIMIT_STORE_ERRORS
 from ..models import ApiKey, utcnow
+from ..periods import current_usage, resets_at
 from ..timefmt import iso
 from .auth import KeySnapshot
 from .keys import nanos_to_usd
-from .periods import current_usage, resets_at
 
 log = logging.getLogger("octorelay.limits")
 

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..adaptors.base import Usage
 from ..db import db
 from ..metrics import UNPRICED_REQUESTS
 from ..models import ModelPrice
+from ..wire.usage import Usage
 from .changes import ChangeFeed, change_feed
 
 log = logging.getLogger("octorelay.pricing")

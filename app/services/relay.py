@@ -14,25 +14,44 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
-from ..adaptors import estimate_input_tokens, estimate_tokens
 from ..adaptors.anthropic import AnthropicAdaptor
 from ..adaptors.base import estimate_missing_usage
 from ..channel_types import channel_type
 from ..db import release as release_db
-from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
+from ..errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    error_body,
+    error_type_for,
+)
 from ..metrics import STREAMS
 from ..models import utcnow
 from ..upstream.transport import TransportError, UpstreamResponse
 from ..wire.sse import frame
+from ..wire.usage import estimate_input_tokens, estimate_tokens
 from .accounting import Ledger, RequestRecord
 from .affinity import Affinity
 from .auth import KeySnapshot
-from .limiter import Admission, Estimate, Limiter
 from .journal import worker_id
+from .limiter import Admission, Estimate, Limiter
 from .pricing import worst_case_nanos
-from .replies import (STOPPING_MESSAGE, Reply, answered_json, anthropic_error, as_event_stream, credentials_refused, error_type_of,
-                      header, json_headers, stopping_reply, stream_headers, transport_reply, upstream_text,
-                      with_request_id)
+from .replies import (
+    STOPPING_MESSAGE,
+    Reply,
+    answered_json,
+    anthropic_error,
+    as_event_stream,
+    credentials_refused,
+    error_type_of,
+    header,
+    json_headers,
+    stopping_reply,
+    stream_headers,
+    transport_reply,
+    upstream_text,
+    with_request_id,
+)
 from .routing import ChannelConfig, ChannelDirectory, home_first
 
 log = logging.getLogger("octorelay.relay")

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-from ..adaptors.message_events import message_events
 from ..errors import error_body, error_type_for
 from ..upstream.transport import TransportError, UpstreamResponse
+from ..wire.message_events import message_events
 from ..wire.sse import frame
 from .accounting import RequestRecord
 from .routing import ChannelConfig

@@ -6,17 +6,14 @@ The same queries run on SQLite and PostgreSQL.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
 
 from peewee import fn
 
-from ..adaptors.base import USAGE_FIELDS
 from ..errors import InvalidRequest
 from ..models import RequestLog
-from ..schemas import load
-from ..schemas.usage import GROUP_FIELDS, LogsQuerySchema, UsageQuerySchema
 from ..timefmt import iso
+from ..wire.usage import USAGE_FIELDS
 from .keys import nanos_to_usd
 
 TOKEN_FIELDS = USAGE_FIELDS  # the four token counts, the 1-hour part of cache writes, web searches
@@ -34,39 +31,6 @@ _GROUPS = {
     "day": ("day", fn.date(RequestLog.created_at)),
 }
 GROUP_COLUMNS = {name: column for name, (column, _) in _GROUPS.items()}
-
-
-# parameters ------------------------------------------------------------------
-
-def _single_values(args: Mapping) -> dict:
-    """A query mapping (values may be lists, as werkzeug's `to_dict(flat=False)`) -> plain dict.
-
-    A parameter given twice is an error (except group_by, whose values are
-    joined); None or an empty string means "not given" (`?key_id=&model=`).
-    """
-    out = {}
-    for name, value in args.items():
-        if isinstance(value, (list, tuple)):
-            if name == "group_by":
-                value = ",".join(str(v) for v in value)
-            elif len(value) > 1:
-                raise InvalidRequest(f"{name}: given more than once")
-            else:
-                value = value[0] if value else None
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        out[name] = value
-    return out
-
-
-def parse_usage_query(args: Mapping) -> dict:
-    """Validate `key_id, model, since, until, group_by` -> keyword arguments of usage_report."""
-    return load(UsageQuerySchema(), _single_values(args))
-
-
-def parse_logs_query(args: Mapping) -> dict:
-    """Validate `key_id, limit` -> keyword arguments of recent_logs."""
-    return load(LogsQuerySchema(), _single_values(args))
 
 
 # usage -----------------------------------------------------------------------
@@ -91,7 +55,7 @@ def usage_report(key_id: int | None = None, model: str | None = None,
     groups = []
     for name in group_by or ():
         if name not in _GROUPS:
-            raise InvalidRequest(f"group_by: unknown field {name!r} (allowed: {', '.join(GROUP_FIELDS)})")
+            raise InvalidRequest(f"group_by: unknown field {name!r} (allowed: {', '.join(_GROUPS)})")
         if name not in groups:
             groups.append(name)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import secrets
 
-from ..adaptors.base import estimate_tokens
-from ..adaptors.message_events import message_events
+from ..wire.message_events import message_events
 from ..wire.request import UpstreamRequest
 from ..wire.sse import frame
+from ..wire.usage import estimate_tokens
 from .transport import UpstreamResponse
 
 REPLY = ("Hello from octorelay's mock channel. This answer was generated locally; "

@@ -3,10 +3,10 @@ from flask import Blueprint, Response, current_app, request
 
 from ..errors import InvalidRequest, PermissionDenied
 from ..schemas import load
-from ..schemas.messages import parse_json_body
+from ..schemas import usage as usage_query
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
-from ..services import channels, keys, prices, probe
-from ..services import usage
+from ..schemas.messages import parse_json_body
+from ..services import channels, keys, prices, probe, usage
 from .envelope import json_response, read_body
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -131,11 +131,11 @@ def put_price(model):
 
 @bp.get("/usage")
 def get_usage():
-    query = usage.parse_usage_query(request.args.to_dict(flat=False))
+    query = usage_query.parse_usage_query(request.args.to_dict(flat=False))
     return json_response({"data": usage.usage_report(**query)})
 
 
 @bp.get("/logs")
 def get_logs():
-    query = usage.parse_logs_query(request.args.to_dict(flat=False))
+    query = usage_query.parse_logs_query(request.args.to_dict(flat=False))
     return json_response({"data": usage.recent_logs(**query)})

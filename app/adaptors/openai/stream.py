@@ -5,12 +5,19 @@ import json
 from typing import Any, Mapping
 
 from ...errors import UpstreamError
+from ...wire.message_events import message_events
 from ...wire.sse import SSEParser, frame
 from ..base import Usage, estimate_input_tokens, estimate_tokens
-from ..message_events import message_events
 from .errors import clean_message, error_text, error_type_in_stream
-from .response import (message_id, new_tool_id, reasoning_of, stop_reason_for, to_anthropic_message, usage_from,
-                       usage_json)
+from .response import (
+    message_id,
+    new_tool_id,
+    reasoning_of,
+    stop_reason_for,
+    to_anthropic_message,
+    usage_from,
+    usage_json,
+)
 
 # A "stream" that is really one JSON body (a server or proxy that ignored
 # stream: true) is kept up to this size to be translated whole at the end.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from anthropic.lib.streaming._messages import accumulate_event
 
-from app.adaptors.message_events import message_events
+from app.wire.message_events import message_events
 
 USAGE = {"input_tokens": 12, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 40, "output_tokens": 9}
 
