@@ -229,6 +229,8 @@ def test_up_bootstraps_once_and_serves_the_printed_key(env, tmp_path, procs):
     assert_models_served(port, key)
     assert_probes_ok(port)
     assert first.stop() == 0, first.stderr
+    # a clean stop prints no traceback (gevent's _removeHandlerRef once did at worker exit)
+    assert "Traceback" not in first.stderr and "Exception ignored" not in first.stderr, first.stderr
 
     port = free_port()
     second = procs([OCTORELAY, "up"], cwd=cwd, env={**server_env, "PORT": str(port)}, name="up2")
