@@ -11,7 +11,7 @@ from app import create_app
 from app.adaptors import estimate_tokens
 from app.db import db, upgrade
 from app.models import RequestLog
-from app.services.limiter import MemoryLeases, RedisLeases
+from app.services.leases import MemoryLeases, RedisLeases
 from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
 
 from .conftest import ADMIN_TOKEN, Admin, anthropic_channel, assert_error, free_port
