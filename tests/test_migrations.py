@@ -82,3 +82,57 @@ def test_down_migrations_revert_cleanly(tmp_path):
         runner.down()  # tables
         assert set(database.get_tables()) == {"schema_migration"}
     assert upgrade(database) == all_migrations()
+
+
+def _price_table():
+    from app.services.pricing import Price, PriceTable
+
+    return PriceTable([Price.of(row) for row in ModelPrice.select()])
+
+
+def test_upgrades_keep_the_operators_price_rows(tmp_path):
+    """Seeded rows an operator changed, and rows an operator added, survive every later migration."""
+    database = fresh(tmp_path, "keep.db")
+    db.initialize(database)
+    upgrade(database, target="0002_seed_prices")
+    with database.connection_context():
+        ModelPrice.update(input=2_500_000).where(ModelPrice.model == "claude-sonnet-4-5").execute()
+        ModelPrice.insert(model="team-model", input=1, output=2, cache_write=3, cache_read=4).execute()
+    upgrade(database)
+    with database.connection_context():
+        assert ModelPrice.get(ModelPrice.model == "claude-sonnet-4-5").input == 2_500_000
+        row = ModelPrice.get(ModelPrice.model == "team-model")
+        assert (row.input, row.output, row.cache_write, row.cache_read) == (1, 2, 3, 4)
+
+
+def test_dated_ids_of_a_version_are_not_billed_as_its_point_two(tmp_path):
+    """`claude-fable-5-20261201` is Fable 5 (a date), not Fable 5.2; 5.2's dated, Vertex and
+    Bedrock ids still are 5.2."""
+    database = fresh(tmp_path, "dated.db")
+    db.initialize(database)
+    upgrade(database)
+    with database.connection_context():
+        table = _price_table()
+    for family in ("fable", "mythos"):
+        five = table.lookup(f"claude-{family}-5").rates.input
+        point_two = table.lookup(f"claude-{family}-5-2").rates.input
+        assert five != point_two
+        for model in (f"claude-{family}-5-20261201", f"claude-{family}-5@20261201",
+                      f"us.anthropic.claude-{family}-5-20261201-v1:0"):
+            assert table.lookup(model).rates.input == five, model
+        for model in (f"claude-{family}-5-2-20261201", f"claude-{family}-5-2@20261201",
+                      f"us.anthropic.claude-{family}-5-2-20261201-v1:0"):
+            assert table.lookup(model).rates.input == point_two, model
+
+
+def test_an_operators_edit_of_a_replaced_glob_moves_with_it(tmp_path):
+    database = fresh(tmp_path, "moved.db")
+    db.initialize(database)
+    upgrade(database, target="0008_request_journal")
+    with database.connection_context():
+        ModelPrice.update(input=7_000_000).where(ModelPrice.model == "claude-fable-5-2*").execute()
+    upgrade(database)
+    with database.connection_context():
+        assert not ModelPrice.select().where(ModelPrice.model == "claude-fable-5-2*").exists()
+        assert ModelPrice.get(ModelPrice.model == "claude-fable-5-2-*").input == 7_000_000
+        assert ModelPrice.get(ModelPrice.model == "claude-fable-5-2@*").input == 7_000_000
