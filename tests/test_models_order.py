@@ -92,3 +92,16 @@ def test_release_dates():
     assert days == sorted(days, reverse=True)  # the table reads newest first
     names = [name for _, *group in RELEASES for name in group]
     assert len(names) == len(set(names))
+
+
+def test_every_seeded_model_name_has_a_release_date():
+    """Each exact name the migrations price is a model Anthropic lists, so /v1/models can date it
+    and put it in Anthropic's order (Claude Code's default, claude-opus-5-5, among them)."""
+    import re
+    from pathlib import Path
+
+    migrations = Path(__file__).resolve().parent.parent / "migrations"
+    source = "".join(p.read_text() for p in sorted(migrations.glob("0*.py")))
+    names = set(re.findall(r'"(claude-[a-z0-9-]+)"', source))
+    assert "claude-opus-5-5" in names
+    assert not [n for n in sorted(names) if release_date(n) is None]

@@ -13,10 +13,20 @@ from datetime import datetime
 
 # (release date, the id Anthropic lists, then the aliases that name the same model)
 RELEASES = (
-    ("2026-09-01", "claude-fable-5-1"),       # platform.claude.com model pages, read 2026-12-06
+    # platform.claude.com model pages, read 2026-12-06; (*) from model catalogs that track Anthropic's
+    # launches (sim.ai, runware.ai), where the model's own page did not give the day
+    ("2026-11-09", "claude-fable-5-2"),       # (*)
+    ("2026-11-09", "claude-mythos-5-2"),      # (*) launched with Fable 5.2
+    ("2026-10-07", "claude-haiku-5-5"),
+    ("2026-09-28", "claude-sonnet-5-5"),      # (*)
+    ("2026-09-22", "claude-opus-5-5"),        # (*)
+    ("2026-09-01", "claude-fable-5-1"),
+    ("2026-09-01", "claude-mythos-5-1"),      # announced with Fable 5.1
     ("2026-07-24", "claude-opus-5"),
+    ("2026-06-30", "claude-sonnet-5"),
     ("2026-06-09", "claude-fable-5"),
     ("2026-06-09", "claude-mythos-5"),
+    ("2026-05-28", "claude-opus-4-8"),
     ("2026-04-16", "claude-opus-4-7"),
     ("2026-02-17", "claude-sonnet-4-6"),
     ("2026-02-05", "claude-opus-4-6"),
