@@ -528,6 +528,22 @@ def test_every_stderr_line_is_one_json_object(env, procs):
         assert {"ts", "level", "logger", "msg"} <= set(record), line
 
 
+def test_every_stderr_line_is_one_json_object_with_redis_too(env, procs, redis_url):
+    """With REDIS_URL the master checks Redis before forking; importing redis there once made each
+    gevent worker print a plain-text MonkeyPatchWarning (d4ab2b0)."""
+    port = free_port()
+    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
+                   env=base_env(**{**env, "PORT": str(port), "REDIS_URL": redis_url, "WEB_CONCURRENCY": "2"}),
+                   name="gunicorn")
+    wait_until_serving(server, port)
+    assert server.stop() == 0
+    lines = [line for line in server.stderr.splitlines() if line.strip()]
+    assert sum("Booting worker with pid" in line for line in lines) >= 2
+    for line in lines:
+        record = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(record), line
+
+
 def test_host_keeps_the_server_on_loopback(env, procs):
     port = free_port()
     server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
