@@ -97,3 +97,34 @@ def test_cli_writes_apply_to_the_next_request(served):
     done = run([OCTORELAY, "channels", "update", str(channel["id"]), "--disable"], cwd=REPO, env=server_env)
     assert done.returncode == 0, done.stderr
     assert ask(port, budgeted, "cli-0").status_code == 404
+
+
+def test_a_write_through_one_instance_applies_to_the_next_request_on_another(env, procs, redis_url):
+    """Two instances on one database and one Redis: each write goes through A's admin API and the
+    very next request goes to B, so the request is certain to meet caches the write did not touch."""
+    server_env = base_env(**{**env, "REDIS_URL": redis_url})
+    upgraded = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    ports = []
+    for name in ("a", "b"):
+        port = free_port()
+        server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
+                       env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "1"}, name=f"gunicorn-{name}")
+        wait_until_serving(server, port)
+        ports.append(port)
+    a, b = AdminClient(ports[0]), ports[1]
+    key = a.create_key(name="k", budget_usd=100)
+    for i in range(ROUNDS):
+        model = f"two-{i}"
+        warm(b, key["key"], model, 404)  # no channel yet
+        channel = a.create_channel(name=f"two-{i}", models=[model])
+        warm(b, key["key"], model, 403)  # a channel, but no price and the key has a budget
+        price = {"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}
+        assert a("PUT", f"/admin/prices/{model}", json=price).status_code == 201
+        warm(b, key["key"], model, 200)
+        assert a("PATCH", f"/admin/channels/{channel['id']}", json={"enabled": False}).status_code == 200
+        assert ask(b, key["key"], model).status_code == 404
+    assert a("PATCH", f"/admin/keys/{key['id']}", json={"budget_usd": 0}).status_code == 200
+    assert ask(b, key["key"], "two-0").status_code == 402
+    assert a("DELETE", f"/admin/keys/{key['id']}").status_code == 204
+    assert ask(b, key["key"], "two-0").status_code == 401
