@@ -110,16 +110,26 @@ def test_stream_split_from_message_start_survives_the_delta(client, admin, upstr
     assert row.cost_nanos == expected_nanos(50, 80, 400, 600, 7000, rates=(3, 15, 3.75, 9, 0.3))
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("prompt, tier", [(200_000, False), (200_001, True)])
-def test_long_context_tier_bills_the_whole_request(client, admin, upstream, key, prompt, tier):
+def test_long_context_tier_bills_the_whole_request(client, admin, upstream, key, prompt, tier, stream):
     anthropic_channel(admin, upstream)
     put_price(admin, long_context={"threshold_tokens": 200_000, "input": 6, "output": 22.5,
                                    "cache_write": 7.5, "cache_read": 0.6})
     # the prompt counts input, cache writes and cache reads
     usage = {"input_tokens": prompt - 1000 - 150_000, "output_tokens": 1000, "cache_read_input_tokens": 150_000,
              **SPLIT}
-    upstream.script(json_answer(anthropic_message(usage=usage)))
-    assert post(client, key).status_code == 200
+    if stream:  # the prompt's counts arrive in message_start, the output in message_delta
+        start = {k: v for k, v in usage.items() if k != "output_tokens"}
+        upstream.script(sse_answer(anthropic_stream_events(["x"], usage_start=start,
+                                                           usage_delta={"output_tokens": 1000})))
+        resp = post(client, key, stream=True)
+        assert resp.status_code == 200
+        resp.get_data()
+        wait_for_row()
+    else:
+        upstream.script(json_answer(anthropic_message(usage=usage)))
+        assert post(client, key).status_code == 200
     rates = (6, 22.5, 7.5, 12, 0.6) if tier else (3, 15, 3.75, 6, 0.3)  # tier's 1h: 2 x its input
     assert RequestLog.get().cost_nanos == expected_nanos(prompt - 151_000, 1000, 400, 600, 150_000, rates=rates)
 
