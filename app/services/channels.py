@@ -1,5 +1,5 @@
 """Upstream channels: admin operations and the masked view. Upstream keys and credentials are
-encrypted here; what each type takes comes from the registry (app/channel_types.py)."""
+encrypted here; what each type takes comes from the registry (app/channel_types/)."""
 from __future__ import annotations
 
 import json

@@ -4,30 +4,19 @@ A type is its adaptor (translation), its transport (how bytes reach it), its
 default base URL, the fields a channel of it takes, and whether its upstream
 counts tokens. The admin schema, the services, routing, the channel test,
 the CLI and the dashboard all read this registry; adding a type is its
-adaptor module (and transport, if plain HTTP will not do) plus one
-`register_channel_type()` call below.
+adaptor module (and transport, if plain HTTP will not do) plus one module
+in this package holding its `register_channel_type()` call; every module
+here is imported at the end of this file.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
+from pkgutil import iter_modules
 from typing import Callable, Mapping
 
-from .adaptors.anthropic import AnthropicAdaptor
-from .adaptors.base import Adaptor
-from .adaptors.bedrock import BedrockAdaptor
-from .adaptors.bedrock import REGION as AWS_REGION
-from .adaptors.bedrock import check_credentials as check_aws_credentials
-from .adaptors.bedrock import default_base_url as bedrock_url
-from .adaptors.openai import OpenAIAdaptor
-from .adaptors.vertex import PROJECT as GCP_PROJECT
-from .adaptors.vertex import REGION as GCP_REGION
-from .adaptors.vertex import VertexAdaptor
-from .adaptors.vertex import check_credentials as check_service_account
-from .adaptors.vertex import default_base_url as vertex_url
-from .upstream.aws import AwsTransport
-from .upstream.google import GoogleTransport
-from .upstream.mock import MockTransport
-from .upstream.transport import HttpTransport
+from ..adaptors.base import Adaptor
+from ..upstream.transport import HttpTransport
 
 
 @dataclass(frozen=True)
@@ -86,39 +75,15 @@ def build_transports(http: HttpTransport) -> dict[str, object]:
     return {name: t.transport(http) for name, t in CHANNEL_TYPES.items()}
 
 
-def _shared(http: HttpTransport) -> HttpTransport:
+def shared_http(http: HttpTransport) -> HttpTransport:
+    """The transport of types that speak plain HTTP: the one shared connection pool."""
     return http
 
 
-register_channel_type(ChannelType(
-    name="anthropic", label="anthropic (Anthropic's API)", adaptor=AnthropicAdaptor(), transport=_shared,
-    default_base_url=lambda options: "https://api.anthropic.com",
-    base_url_hint="The host root (empty = https://api.anthropic.com).",
-    count_tokens=True))
-register_channel_type(ChannelType(
-    name="openai", label="openai (Chat Completions)", adaptor=OpenAIAdaptor(), transport=_shared,
-    base_url_hint="The root ending in /v1, e.g. http://localhost:11434/v1 (required)."))
-register_channel_type(ChannelType(
-    name="mock", label="mock (local demo answers)", adaptor=AnthropicAdaptor(),
-    transport=lambda http: MockTransport(), local=True, api_key="unused", count_tokens=True,
-    base_url_hint="None: answers locally."))
-register_channel_type(ChannelType(
-    name="bedrock", label="bedrock (Claude on AWS Bedrock)", adaptor=BedrockAdaptor(), transport=AwsTransport,
-    default_base_url=bedrock_url,
-    base_url_hint="Empty = https://bedrock-runtime.{region}.amazonaws.com.",
-    options=(Option("region", "AWS region, e.g. us-east-1", AWS_REGION),),
-    credentials=check_aws_credentials, auth_required=True,
-    credentials_help='{"aws_access_key_id": "…", "aws_secret_access_key": "…", "aws_session_token"?: "…"} '
-                     "(SigV4), or a Bedrock API key in the API key field instead.",
-    count_tokens=True, count_tokens_fallback=True))  # CountTokens exists for some models and regions only
-register_channel_type(ChannelType(
-    name="vertex", label="vertex (Claude on Google Vertex AI)", adaptor=VertexAdaptor(), transport=GoogleTransport,
-    default_base_url=vertex_url, api_key="refused",
-    base_url_hint="Empty = https://{region}-aiplatform.googleapis.com (global: https://aiplatform.googleapis.com).",
-    options=(Option("project_id", "Google Cloud project id", GCP_PROJECT),
-             Option("region", "Vertex AI region, e.g. us-east5, or global", GCP_REGION)),
-    credentials=check_service_account, auth_required=True,
-    credentials_help="The service account's JSON key file (role roles/aiplatform.user).",
-    count_tokens=True))
+
+# every module of this package is a type and registers itself when imported (alphabetical: the
+# order of the dashboard's list and the CLI's help)
+for _module in sorted(m.name for m in iter_modules(__path__)):
+    import_module(f"{__name__}.{_module}")
 
 __all__ = ["CHANNEL_TYPES", "ChannelType", "Option", "build_transports", "channel_type", "register_channel_type"]
