@@ -18,13 +18,7 @@ from ..adaptors.anthropic import AnthropicAdaptor
 from ..adaptors.base import estimate_missing_usage
 from ..channel_types import channel_type
 from ..db import release as release_db
-from ..errors import (
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    error_body,
-    error_type_for,
-)
+from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
 from ..metrics import STREAMS
 from ..models import utcnow
 from ..upstream.transport import TransportError, UpstreamResponse
@@ -38,6 +32,7 @@ from .limiter import Admission, Estimate, Limiter
 from .pricing import worst_case_nanos
 from .replies import (
     STOPPING_MESSAGE,
+    PrimedStream,
     Reply,
     answered_json,
     anthropic_error,
@@ -431,30 +426,6 @@ class Relay:
                     log.exception("on_settled hook failed")
 
         self.ledger.settle(record, committed)
-
-
-class PrimedStream:
-    """A stream body whose generator has already started.
-
-    The first chunk is fetched before the response head goes out, so the
-    generator's `finally` (close upstream, settle) is guaranteed to run on
-    close() even if the server never iterates the body.
-    """
-
-    def __init__(self, gen: Iterator[bytes]):
-        self._gen = gen
-        self._head = [chunk for chunk in [next(gen, None)] if chunk is not None]
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> bytes:
-        if self._head:
-            return self._head.pop()
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
 
 
 SERVER_TOOLS = re.compile(r"^(web_search|web_fetch|code_execution|bash_code_execution|"

@@ -163,3 +163,27 @@ def transport_reply(exc: TransportError, request_id: str) -> Reply:
     status, error_type = (504, "timeout_error") if exc.kind == "timeout" else (502, "api_error")
     body = json.dumps(error_body(error_type, exc.message, request_id)).encode()
     return Reply(status, {"content-type": "application/json"}, body, error_type)
+
+
+class PrimedStream:
+    """A stream body whose generator has already started.
+
+    The first chunk is fetched before the response head goes out, so the
+    generator's `finally` (close upstream, settle) is guaranteed to run on
+    close() even if the server never iterates the body.
+    """
+
+    def __init__(self, gen: Iterator[bytes]):
+        self._gen = gen
+        self._head = [chunk for chunk in [next(gen, None)] if chunk is not None]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        if self._head:
+            return self._head.pop()
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
