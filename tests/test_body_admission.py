@@ -21,7 +21,7 @@ import tracemalloc
 import pytest
 
 from app.models import ApiKey
-from app.schemas.messages import VALUE_BYTES, check_density, parse_json_body
+from app.schemas.json_body import VALUE_BYTES, check_density, parse_json_body
 from app.errors import InvalidRequest
 from app.services.auth import KeySnapshot
 

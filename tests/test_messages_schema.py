@@ -7,7 +7,8 @@ import json
 import pytest
 
 from app.errors import InvalidRequest
-from app.schemas.messages import check_messages_body, parse_json_body
+from app.schemas.json_body import parse_json_body
+from app.schemas.messages import check_messages_body
 
 
 # --- helpers ------------------------------------------------------------------

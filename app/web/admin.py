@@ -5,7 +5,7 @@ from ..errors import InvalidRequest, PermissionDenied
 from ..schemas import load
 from ..schemas import usage as usage_query
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
-from ..schemas.messages import parse_json_body
+from ..schemas.json_body import parse_json_body
 from ..services import channels, keys, prices, probe, usage
 from .envelope import json_response, read_body
 

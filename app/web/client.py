@@ -1,7 +1,8 @@
 """The Anthropic-compatible client API under /v1: key auth, then the route's service."""
 from flask import Blueprint, Response, current_app, g, request
 
-from ..schemas.messages import check_messages_body, parse_json_body
+from ..schemas.json_body import parse_json_body
+from ..schemas.messages import check_messages_body
 from ..services import catalog
 from ..services.auth import authenticate, key_from_headers
 from ..services.limiter import Admission
