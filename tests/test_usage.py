@@ -352,7 +352,8 @@ def test_api_logs(admin, app):
     assert [e["request_id"] for e in admin.get("/admin/logs?key_id=1").get_json()["data"]] == ["req_old"]
     assert [e["request_id"] for e in admin.get("/admin/logs?limit=1").get_json()["data"]] == ["req_new"]
     assert admin.get("/admin/logs?key_id=&limit=").get_json()["data"][0]["request_id"] == "req_new"
-    assert admin.get("/admin/logs?key_id=9").get_json() == {"data": []}
+    assert admin.get("/admin/logs?key_id=9").get_json() == {"data": [], "has_more": False, "first_id": None,
+                                                            "last_id": None}
 
 
 def test_api_logs_never_show_secrets(admin, app):

@@ -52,6 +52,18 @@ def prices_set(model, input_, output, cache_write, cache_write_1h, cache_read, w
     _emit(svc.serialize(price), as_json)
 
 
+@prices.command("remove")
+@click.argument("model")
+def prices_remove(model):
+    """Delete the price of MODEL (a name or a glob, exactly as listed). In force at once: the model then
+    bills by the next matching glob, or is unpriced."""
+    from ..services import prices as svc
+
+    _app()
+    _run(svc.delete_price, model)
+    click.echo(f"removed the price of {model}")
+
+
 # usage and logs --------------------------------------------------------------
 
 USAGE_COLUMNS = ["requests", "input_tokens", "output_tokens", "cache_creation_input_tokens",
@@ -86,12 +98,16 @@ def usage(key_id, model, since, until, group_by, as_json):
 @main.command()
 @click.option("--key-id", help="Only this key.")
 @click.option("--limit", help="How many requests (1-1000, default 50).")
+@click.option("--since", help="ISO-8601 date or datetime (inclusive; a date is midnight UTC).")
+@click.option("--until", help="ISO-8601 date or datetime (exclusive).")
+@click.option("--before-id", help="Continue after this request_id (the last one of the page before).")
 @json_option
-def logs(key_id, limit, as_json):
+def logs(key_id, limit, since, until, before_id, as_json):
     """The most recent requests, newest first (as GET /admin/logs)."""
     from ..schemas.usage import parse_logs_query
     from ..services import usage as svc
 
     _app()
-    query = _run(parse_logs_query, {"key_id": key_id, "limit": limit})
-    _emit({"data": _run(lambda: svc.recent_logs(**query))}, as_json, LOG_COLUMNS)
+    query = _run(parse_logs_query, {"key_id": key_id, "limit": limit, "since": since, "until": until,
+                                    "before_id": before_id})
+    _emit(_run(lambda: svc.log_page(**query)), as_json, LOG_COLUMNS)

@@ -92,6 +92,15 @@ class LogsQuerySchema(Schema):
     key_id = fields.Integer(**_key_id)
     limit = fields.Integer(load_default=DEFAULT_LIMIT,
                            validate=validate.Range(min=1, max=MAX_LIMIT))
+    since = Instant()
+    until = Instant()
+    before_id = fields.String(validate=validate.Length(min=1, max=64))
+
+    @validates_schema
+    def _window(self, data, **kwargs):
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and until <= since:
+            raise ValidationError("must be later than since (until is exclusive)", "until")
 
 
 # parsing ---------------------------------------------------------------------
@@ -123,5 +132,5 @@ def parse_usage_query(args: Mapping) -> dict:
 
 
 def parse_logs_query(args: Mapping) -> dict:
-    """Validate `key_id, limit` -> keyword arguments of recent_logs."""
+    """Validate `key_id, limit, since, until, before_id` -> keyword arguments of log_page."""
     return load(LogsQuerySchema(), _single_values(args))

@@ -36,6 +36,15 @@ def nanos_to_usd(nanos: int | None) -> float | None:
     return None if nanos is None else float(Decimal(nanos) / NANOS_PER_USD)
 
 
+def format_usd(nanos: int) -> str:
+    """Exact dollars for messages: at least cents, every further digit the amount has
+    ($5.00, $0.0005, $1.234567891), never rounded to "$0.00"."""
+    amount = Decimal(nanos) / NANOS_PER_USD
+    text = format(amount.quantize(Decimal(1).scaleb(-9)).normalize(), "f")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
 def key_status(key: ApiKey, now=None) -> str:
     now = now or utcnow()
     if key.revoked_at is not None:

@@ -32,7 +32,7 @@ from ..models import ApiKey, utcnow
 from ..periods import current_usage, resets_at
 from ..timefmt import iso
 from .auth import KeySnapshot
-from .keys import nanos_to_usd
+from .keys import format_usd, nanos_to_usd
 from .leases import MemoryLeases, RedisLeases
 
 log = logging.getLogger("octorelay.limits")
@@ -351,7 +351,7 @@ def check_budget(key: KeySnapshot, used_nanos: int, used_tokens: int, now=None) 
     until = f" (it resets at {iso(resets)})" if resets else ""
     if key.budget_nanos is not None and used_nanos >= key.budget_nanos:
         raise BillingError(
-            f"this API key has used its budget of ${nanos_to_usd(key.budget_nanos):.2f}{until}",
+            f"this API key has used its budget of {format_usd(key.budget_nanos)}{until}",
             headers={"x-should-retry": "false"})
     if key.token_quota is not None and used_tokens >= key.token_quota:
         raise BillingError(f"this API key has used its quota of {key.token_quota} tokens{until}",

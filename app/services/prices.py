@@ -6,6 +6,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from peewee import fn
 
+from ..errors import NotFound
 from ..models import ModelPrice, RequestLog, utcnow
 from ..timefmt import iso
 from .changes import announce
@@ -64,6 +65,14 @@ def put_price(model: str, fields: dict) -> tuple[ModelPrice, bool]:
      .execute())
     announce()
     return ModelPrice.get(ModelPrice.model == model), created
+
+
+def delete_price(model: str) -> None:
+    """Remove the price of `model` (its exact name or glob as stored); 404 when there is none.
+    In force for the next request on every worker: the model then bills by the next matching glob."""
+    if not ModelPrice.delete().where(ModelPrice.model == model).execute():
+        raise NotFound(f"no price for {model!r}")
+    announce()
 
 
 def unpriced_models() -> list[dict]:

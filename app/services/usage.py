@@ -128,11 +128,33 @@ def serialize_log(row: RequestLog) -> dict:
     }
 
 
-def recent_logs(key_id: int | None = None, limit: int = 50) -> list[dict]:
-    """The newest `limit` requests (optionally of one key), newest first."""
+def recent_logs(key_id: int | None = None, limit: int = 50, since: datetime | None = None,
+                until: datetime | None = None, before_id: str | None = None) -> list[dict]:
+    """The newest `limit` requests (optionally of one key, in [since, until)), newest first."""
+    return log_page(key_id, limit, since, until, before_id)["data"]
+
+
+def log_page(key_id: int | None = None, limit: int = 50, since: datetime | None = None,
+             until: datetime | None = None, before_id: str | None = None) -> dict:
+    """One page of the request log, newest first: `{data, has_more, first_id, last_id}`.
+
+    Keyset paging: `before_id` is the `request_id` of the last row of the page
+    before (its `last_id`); the next page starts strictly after it in the order
+    (created_at desc, id desc), so rows written meanwhile never shift a page.
+    """
+    conditions = _filters(key_id, None, since, until)
+    if before_id is not None:
+        anchor = (RequestLog.select(RequestLog.id, RequestLog.created_at)
+                  .where(RequestLog.request_id == before_id).first())
+        if anchor is None:
+            raise InvalidRequest(f"before_id: no request {before_id!r} in the log")
+        conditions.append((RequestLog.created_at < anchor.created_at)
+                          | ((RequestLog.created_at == anchor.created_at) & (RequestLog.id < anchor.id)))
     query = RequestLog.select()
-    conditions = _filters(key_id, None, None, None)
     if conditions:
         query = query.where(*conditions)
-    query = query.order_by(RequestLog.created_at.desc(), RequestLog.id.desc()).limit(int(limit))
-    return [serialize_log(row) for row in query]
+    rows = list(query.order_by(RequestLog.created_at.desc(), RequestLog.id.desc()).limit(int(limit) + 1))
+    page = [serialize_log(row) for row in rows[:int(limit)]]
+    return {"data": page, "has_more": len(rows) > int(limit),
+            "first_id": page[0]["request_id"] if page else None,
+            "last_id": page[-1]["request_id"] if page else None}

@@ -127,6 +127,12 @@ def put_price(model):
     return json_response(prices.serialize(price), 201 if created else 200)
 
 
+@bp.delete("/prices/<path:model>")
+def delete_price(model):
+    prices.delete_price(model)
+    return _no_content()
+
+
 # usage and logs ------------------------------------------------------------
 
 @bp.get("/usage")
@@ -138,4 +144,4 @@ def get_usage():
 @bp.get("/logs")
 def get_logs():
     query = usage_query.parse_logs_query(request.args.to_dict(flat=False))
-    return json_response({"data": usage.recent_logs(**query)})
+    return json_response(usage.log_page(**query))

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes for load balancers and PaaS health checks."""
+"""Liveness and readiness probes for load balancers and PaaS health checks, and `GET /`'s signpost."""
 from flask import Blueprint, Response, current_app
 
 from .. import metrics
@@ -7,6 +7,20 @@ from .admin import require_bearer
 from .envelope import json_response
 
 bp = Blueprint("health", __name__)
+
+
+@bp.get("/")
+def root():
+    """Someone opened the server's address: say what it is and where to go (no DB, no secrets)."""
+    return json_response({
+        "name": "octorelay",
+        "message": "a relay for the Claude Messages API: clients POST /v1/messages with an octorelay key; "
+                   "the admin console is at /dashboard",
+        "dashboard": "/dashboard",
+        "api": {"messages": "/v1/messages", "models": "/v1/models", "admin": "/admin"},
+        "health": {"live": "/healthz", "ready": "/readyz"},
+        "docs": "docs/api.md in octorelay's source (README.md to start)",
+    })
 
 
 @bp.get("/healthz")
