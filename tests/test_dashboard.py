@@ -274,17 +274,18 @@ def test_traffic_shows_in_the_overview_chart_and_the_logs(tab, admin, upstream, 
     expect(rows).to_have_count(2)
     for i in range(2):
         expect(rows.nth(i)).to_contain_text("sdk-user")
-        expect(rows.nth(i).locator("td").nth(4)).to_have_text("claude-sonnet-4-6")
-        expect(rows.nth(i).locator("td").nth(5)).to_have_text("200")
-        expect(rows.nth(i).locator("td").nth(6)).to_have_text("25")
+        expect(rows.nth(i).locator("td").nth(2)).to_have_text("up-0")  # the channel's name
+        expect(rows.nth(i).locator("td").nth(3)).to_have_text("claude-sonnet-4-6")
+        expect(rows.nth(i).locator("td").nth(4)).to_have_text("200")
+        expect(rows.nth(i).locator("td").nth(5)).to_have_text(re.compile(r"^25 in · \d+ out$"))
     page.get_by_label("Status").select_option("5")
     expect(rows).to_have_count(1)
-    expect(rows.first).to_contain_text("No fetched request matches")
+    expect(rows.first).to_contain_text("No request on this page matches")
     page.get_by_label("Status").select_option("2")
     page.get_by_label("Key").select_option(label=f"sdk-user ({key['key_prefix']}…)")
     page.wait_for_load_state("networkidle")
     expect(rows).to_have_count(2)
-    expect(page.locator("#logs-count")).to_have_text("(2 of 2 fetched)")
+    expect(page.locator("#logs-count")).to_have_text("(2 of 2 on this page)")
     tab.screenshot("logs")
 
 

@@ -184,10 +184,10 @@ def test_logs_and_overview_show_one_hour_writes_and_web_searches(tab, searched):
     headers = page.locator("#logs-table thead th").all_inner_texts()
     headers = [h.strip().lower() for h in headers]
     cells = page.locator("#logs-table tbody tr").first.locator("td")
-    expect(cells.nth(headers.index("cache write"))).to_have_text("1,000")
-    expect(cells.nth(headers.index("cache write 1h"))).to_have_text("600")
-    expect(cells.nth(headers.index("web searches"))).to_have_text("3")
-    expect(cells.nth(headers.index("cache read"))).to_have_text("0")
+    # the tokens cell: input and output, then cache writes (the 1-hour part) and web searches; no cache read
+    tokens = cells.nth(headers.index("tokens"))
+    expect(tokens.locator("span").first).to_have_text("25 in · 15 out")
+    expect(tokens.locator(".meter-text")).to_have_text("cache write 1,000 (600 1h) · 3 web searches")
     # Sonnet: (25 x 3 + 400 x 3.75 + 600 x 6 + 15 x 15) / 10^6 + 3 searches x $10 / 1,000
     expect(cells.nth(headers.index("cost"))).to_have_text("$0.0354")
     tab.screenshot("logs-billing")

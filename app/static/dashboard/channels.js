@@ -164,7 +164,7 @@ function row(channel) {
   });
   const mapped = Object.keys(channel.model_map).length;
   return el("tr", { "data-channel-id": channel.id },
-    el("td", { text: channel.name }),
+    el("td", { class: "name", text: channel.name }),
     el("td", { text: channel.type + (Object.keys(channel.options ?? {}).length
       ? ` (${Object.values(channel.options).join(", ")})` : "") }),
     el("td", { class: "mono", text: channel.base_url ?? "—" }),
@@ -173,7 +173,7 @@ function row(channel) {
     el("td", { class: "num", text: `${channel.priority} / ${channel.weight}` }),
     el("td", {}, ...health(channel)),
     el("td", {}, el("span", { class: `badge ${channel.enabled ? "active" : "disabled"}`, text: channel.enabled ? "enabled" : "disabled" })),
-    el("td", { class: "row-actions" }, test, edit, toggle, remove, el("br"), output, error));
+    el("td", { class: "row-actions" }, test, edit, toggle, remove, output, error));
 }
 
 function load() {

@@ -97,6 +97,18 @@ function resets(key) {
   return el("span", { class: "meter-text resets", text: `${key.budget_period}: resets ${when(key.budget_resets_at)}` });
 }
 
+/** The API's status, except that an enabled key with its budget or token quota used up says so: it gets 402. */
+function statusOf(key) {
+  if (key.status !== "active") return { name: key.status, label: STATUS_LABELS[key.status] || key.status };
+  if (key.budget_usd !== null && key.budget_usd !== undefined && key.used_usd >= key.budget_usd) {
+    return { name: "over", label: "over budget" };
+  }
+  if (key.token_quota !== null && key.token_quota !== undefined && key.used_tokens >= key.token_quota) {
+    return { name: "over", label: "over quota" };
+  }
+  return { name: "active", label: STATUS_LABELS.active };
+}
+
 function limitsText(key) {
   const parts = [];
   if (key.rpm) parts.push(`${count(key.rpm)} rpm`);
@@ -134,10 +146,11 @@ function row(key) {
     actions.append(el("span", { class: "meter-text", text: `revoked ${when(key.revoked_at)}` }));
   }
   actions.append(error);
+  const status = statusOf(key);
   return el("tr", { "data-key-id": key.id },
-    el("td", { text: key.name }),
+    el("td", { class: "name", text: key.name }),
     el("td", { class: "mono", text: `${key.key_prefix}…` }),
-    el("td", {}, el("span", { class: `badge ${key.status}`, text: STATUS_LABELS[key.status] || key.status })),
+    el("td", {}, el("span", { class: `badge ${status.name}`, text: status.label })),
     el("td", {}, meter(key.used_usd, key.budget_usd, usd), resets(key)),
     el("td", {}, meter(key.used_tokens, key.token_quota, count)),
     el("td", { text: limitsText(key) }),

@@ -1,6 +1,7 @@
 // Prices: the price table (GET /admin/prices), each row editable in place (PUT /admin/prices/{model}),
-// and the models relayed at cost 0 because no price matches them (the answer's `unpriced`).
-import { api, count, el, fillTable, requireSignIn, showError, when, withButton } from "./api.js";
+// deleted after a confirmation (DELETE /admin/prices/{model}), and the models relayed at cost 0 because no
+// price matches them (the answer's `unpriced`).
+import { api, confirmDialog, count, el, fillTable, requireSignIn, showError, when, withButton } from "./api.js";
 
 const signedIn = requireSignIn();
 
@@ -99,9 +100,20 @@ function row(price) {
     summary.textContent = tierSummary(saved);
     status.textContent = "Saved.";
   });
+  const remove = el("button", { type: "button", class: "danger small", text: "Delete", "aria-label": `Delete price of ${model}` });
+  remove.addEventListener("click", async () => {
+    const question = `Delete the price of “${model}”? From the next request on it bills by the next matching price, ` +
+      "or is unpriced (keys with a budget are then refused it).";
+    if (!(await confirmDialog(question, "Delete"))) return;
+    status.textContent = "";
+    await withButton(remove, error, async () => {
+      await api("DELETE", `/admin/prices/${encodeURIComponent(model)}`);
+      await load();
+    });
+  });
   return el("tr", { "data-model": model }, el("td", { class: "mono", text: model }),
     ...RATES.map((name) => el("td", {}, inputs.rates[name])), el("td", {}, inputs.web_search_per_1k),
-    el("td", {}, tier), el("td", { class: "row-actions" }, save, status, error));
+    el("td", {}, tier), el("td", { class: "row-actions" }, save, remove, status, error));
 }
 
 function priceIt(model) {
