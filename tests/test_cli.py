@@ -340,3 +340,27 @@ def test_bad_config_gives_one_error_line_and_exit_2(runner, monkeypatch, args, b
     assert mentions in lines[0]
     assert "Traceback" not in result.output
     assert result.stdout == ""
+
+
+def test_keys_and_channels_by_name_as_well_as_id(cli):
+    """A name reads as what it does and needs no id from an earlier step (the README's CLI block,
+    issue 20, item 8); a name several keys share, or an unknown one, is an error that changes nothing."""
+    key = create_key(cli, "--rpm", "60")
+    assert cli.json("keys", "update", "k", "--rpm", "120")["rpm"] == 120
+    assert cli.json("keys", "show", "k")["id"] == key["id"]
+    assert cli.json("keys", "show", str(key["id"]))["rpm"] == 120
+    other = create_key(cli)  # a second key named "k"
+    assert "several keys are named 'k': give the id" in cli.fail("keys", "revoke", "k")
+    assert cli.json("keys", "show", str(other["id"]))["status"] == "active"
+    assert cli.json("keys", "revoke", str(other["id"]))["status"] == "revoked"
+    assert "no key named 'nobody'" in cli.fail("keys", "update", "nobody", "--rpm", "1")
+
+    cli.ok("channels", "add", "--name", "eu", "--type", "mock", "--model", "claude-*")
+    cli.ok("channels", "add", "--name", "us", "--type", "mock", "--model", "claude-*")
+    assert cli.json("channels", "update", "eu", "--priority", "10")["priority"] == 10
+    listed = {c["name"]: c for c in cli.json("channels", "list")["data"]}
+    assert (listed["eu"]["priority"], listed["us"]["priority"]) == (10, 0)
+    assert "removed channel" in cli.ok("channels", "remove", "us")
+    assert [c["name"] for c in cli.json("channels", "list")["data"]] == ["eu"]
+    assert "no channel named 'us'" in cli.fail("channels", "remove", "us")
+    assert "no channel named 'us'" in cli.fail("channels", "update", "us", "--weight", "2")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import _app, _emit, _fail, _fields, _run, json_option, main
+from .common import _app, _emit, _fail, _fields, _resolve, _run, json_option, main
 
 
 CHANNEL_COLUMNS = ["id", "name", "type", "base_url", "api_key", "models", "priority", "weight",
@@ -113,15 +113,18 @@ def channels_list(as_json):
 
 
 @channels.command("update")
-@click.argument("channel_id", type=int)
-@click.option("--name")
+@click.argument("channel")
+@click.option("--name", help="A new name.")
 @channel_options
-def channels_update(channel_id, name, as_json, **options):
+def channels_update(channel, name, as_json, **options):
+    """Change CHANNEL (its id or name); in force for the next request."""
+    from ..models import Channel
     from ..schemas import load
     from ..schemas.admin import ChannelSchema
     from ..services import channels as svc
 
     app = _app()
+    channel_id = _resolve(Channel, "channel", channel)
     fields = _run(lambda: load(ChannelSchema(), _channel_fields(name, **options), partial=True))
     if fields.get("options"):  # --region / --option change those options, keeping the others
         fields["options"] = {**(_run(svc.get_channel, channel_id).options or {}), **fields["options"]}
@@ -131,10 +134,13 @@ def channels_update(channel_id, name, as_json, **options):
 
 
 @channels.command("remove")
-@click.argument("channel_id", type=int)
-def channels_remove(channel_id):
+@click.argument("channel")
+def channels_remove(channel):
+    """Delete CHANNEL (its id or name)."""
+    from ..models import Channel
     from ..services import channels as svc
 
     _app()
+    channel_id = _resolve(Channel, "channel", channel)
     _run(svc.delete_channel, channel_id)
     click.echo(f"removed channel {channel_id}")

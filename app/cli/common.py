@@ -27,6 +27,21 @@ def _app():
     return app
 
 
+def _resolve(model, what: str, ref: str) -> int:
+    """An id, or the id of the one row named `ref` (call inside _app()): `channels update claude-eu`
+    reads as what it does, and a README's commands need not guess the ids earlier steps got.
+    All digits is an id; a name shared by several rows (keys may share one) must be given by id."""
+    ref = ref.strip()
+    if ref.isdigit():
+        return int(ref)
+    ids = [row.id for row in model.select(model.id).where(model.name == ref).limit(3)]
+    if not ids:
+        _fail(f"no {what} named {ref!r} (give its id or name: octorelay {what}s list)")
+    if len(ids) > 1:
+        _fail(f"several {what}s are named {ref!r}: give the id (octorelay {what}s list)")
+    return ids[0]
+
+
 def _run(fn, *args):
     """Call a service; turn our errors into one line and a non-zero exit."""
     from ..errors import RelayError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import _app, _emit, _fields, _number, _run, json_option, main
+from .common import _app, _emit, _fields, _number, _resolve, _run, json_option, main
 
 
 KEY_COLUMNS = ["id", "name", "key_prefix", "status", "models", "budget_usd", "budget_period", "used_usd",
@@ -71,34 +71,43 @@ def keys_list(as_json):
 
 
 @keys.command("show")
-@click.argument("key_id", type=int)
+@click.argument("key")
 @json_option
-def keys_show(key_id, as_json):
+def keys_show(key, as_json):
+    """Show KEY (its id, or its name when no other key has it)."""
+    from ..models import ApiKey
     from ..services import keys as svc
 
     _app()
+    key_id = _resolve(ApiKey, "key", key)
     _emit(svc.serialize(_run(svc.get_key, key_id)), as_json)
 
 
 @keys.command("update")
-@click.argument("key_id", type=int)
-@click.option("--name")
+@click.argument("key")
+@click.option("--name", help="A new name.")
 @key_options
-def keys_update(key_id, name, as_json, **options):
+def keys_update(key, name, as_json, **options):
+    """Change KEY (its id, or its name when no other key has it); in force for the next request."""
+    from ..models import ApiKey
     from ..schemas import load
     from ..schemas.admin import KeySchema
     from ..services import keys as svc
 
     _app()
+    key_id = _resolve(ApiKey, "key", key)
     fields = _run(lambda: load(KeySchema(), _key_fields(name, **options), partial=True))
     _emit(svc.serialize(_run(svc.update_key, key_id, fields)), as_json)
 
 
 @keys.command("revoke")
-@click.argument("key_id", type=int)
+@click.argument("key")
 @json_option
-def keys_revoke(key_id, as_json):
+def keys_revoke(key, as_json):
+    """Revoke KEY (its id, or its name when no other key has it): 401 from the next request on."""
+    from ..models import ApiKey
     from ..services import keys as svc
 
     _app()
+    key_id = _resolve(ApiKey, "key", key)
     _emit(svc.serialize(_run(svc.revoke_key, key_id)), as_json)
