@@ -173,3 +173,13 @@ def test_a_channel_tests_whole_result_is_shown(screen, admin, upstream):
     overflow = page.evaluate(OVERFLOW)
     assert overflow["page"] <= overflow["viewport"] and not overflow["wraps"], overflow
     tab.screenshot("layout-channel-test-1366")
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/dashboard/keys", "/dashboard/channels", "/dashboard/prices"])
+def test_no_page_scrolls_sideways_on_a_390_px_phone(screen, admin, path):
+    """Tables may scroll inside their own box on a phone; the page itself never does."""
+    admin.create_key(name=LONG_NAME, budget_usd=5)
+    admin.create_channel(name="anthropic-" + "eu-west-" * 4 + "primary")
+    page = screen(PHONE).goto(path)
+    overflow = page.evaluate(OVERFLOW)
+    assert overflow["page"] <= overflow["viewport"], overflow
