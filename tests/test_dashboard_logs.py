@@ -4,7 +4,7 @@ small budget exactly. The admin API and CLI first, then the same in headless Chr
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -103,7 +103,7 @@ def test_bad_log_parameters_are_400(admin, params, message):
     assert_error(admin.get("/admin/logs", query_string=params), 400, "invalid_request_error", contains=message)
 
 
-def test_cli_logs_take_the_same_range_and_cursor(runner):
+def test_cli_logs_take_the_same_range_and_cursor(runner):  # noqa: F811
     cli = runner
     cli.ok("db", "upgrade")
     for i in range(4):
@@ -115,7 +115,7 @@ def test_cli_logs_take_the_same_range_and_cursor(runner):
     assert "before_id: no request" in cli.fail("logs", "--before-id", "req_9")
 
 
-def test_prices_are_deleted_through_the_api_and_the_cli(admin, client, upstream, runner):
+def test_prices_are_deleted_through_the_api_and_the_cli(admin, client, upstream, runner):  # noqa: F811
     rates = {"input": 1, "output": 5, "cache_write": 1.25, "cache_read": 0.1}
     assert admin.put("/admin/prices/my-model", json=rates).status_code == 201
     assert admin.put("/admin/prices/my-*", json={**rates, "input": 2}).status_code == 201
@@ -177,7 +177,7 @@ def test_logs_name_keys_and_channels_and_page_through_a_date_range(tab, admin):
     kept = admin.create_channel(name="primary-eu")
     gone = admin.create_channel(name="short-lived")
     admin.delete(f"/admin/channels/{gone['id']}")
-    now = datetime.utcnow().replace(microsecond=0)
+    now = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
     # 120 rows a minute apart over the last two hours, then 5 from three days ago
     for i in range(120):
         log(request_id=f"req_recent{i:04d}", key_id=key["id"], channel_id=(kept["id"], gone["id"], None)[i % 3],
