@@ -22,20 +22,21 @@ def test_lists_exact_names_map_keys_and_priced_glob_matches(client, raw):
     resp = client.get("/v1/models?limit=1000", headers={"x-api-key": raw})
     body = resp.get_json()
     # released models first (newest first), then names with no known date, by name
-    assert ids(resp) == ["claude-haiku-4-5", "claude-haiku-4-5-20251001",
-                         "alias-model", "claude-haiku-5-5", "exact-model"]
-    assert body["has_more"] is False and body["first_id"] == "claude-haiku-4-5" and body["last_id"] == "exact-model"
-    entry = body["data"][0]
+    assert ids(resp) == ["claude-haiku-5-5", "claude-haiku-4-5", "claude-haiku-4-5-20251001",
+                         "alias-model", "exact-model"]
+    assert body["has_more"] is False and body["first_id"] == "claude-haiku-5-5" and body["last_id"] == "exact-model"
+    assert body["data"][0]["created_at"] == "2026-10-07T00:00:00Z"
+    entry = body["data"][1]
     assert entry == {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5",
                      "created_at": "2025-10-15T00:00:00Z"}
-    assert body["data"][2]["created_at"].endswith("Z")
+    assert body["data"][3]["created_at"].endswith("Z")
 
 
 def test_key_model_globs_filter_the_list(client, admin):
     admin.create_channel(name="mock", models=["claude-haiku-*", "exact-model"])
     raw = admin.create_key(name="k", models=["claude-*"])["key"]
     assert ids(client.get("/v1/models", headers={"x-api-key": raw})) == [
-        "claude-haiku-4-5", "claude-haiku-4-5-20251001", "claude-haiku-5-5"]
+        "claude-haiku-5-5", "claude-haiku-4-5", "claude-haiku-4-5-20251001"]
     assert_error(client.get("/v1/models/exact-model", headers={"x-api-key": raw}), 404, "not_found_error")
     assert client.get("/v1/models/claude-haiku-4-5", headers={"x-api-key": raw}).get_json()["id"] == "claude-haiku-4-5"
 
@@ -43,13 +44,13 @@ def test_key_model_globs_filter_the_list(client, admin):
 def test_paging(client, raw):
     h = {"x-api-key": raw}
     first = client.get("/v1/models?limit=2", headers=h).get_json()
-    assert [m["id"] for m in first["data"]] == ["claude-haiku-4-5", "claude-haiku-4-5-20251001"]
+    assert [m["id"] for m in first["data"]] == ["claude-haiku-5-5", "claude-haiku-4-5"]
     assert first["has_more"]
     second = client.get(f"/v1/models?limit=2&after_id={first['last_id']}", headers=h).get_json()
-    assert [m["id"] for m in second["data"]] == ["alias-model", "claude-haiku-5-5"]
+    assert [m["id"] for m in second["data"]] == ["claude-haiku-4-5-20251001", "alias-model"]
     assert second["has_more"] is True
     back = client.get("/v1/models?limit=1&before_id=exact-model", headers=h).get_json()
-    assert [m["id"] for m in back["data"]] == ["claude-haiku-5-5"] and back["has_more"]
+    assert [m["id"] for m in back["data"]] == ["alias-model"] and back["has_more"]
 
 
 @pytest.mark.parametrize("limit", ["0", "1001", "x", "-1"])
