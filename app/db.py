@@ -147,6 +147,26 @@ def release() -> None:
             pass
 
 
+@contextmanager
+def connection_then(lock):
+    """A pooled connection first, then `lock`: how a cache reloads from the database under a lock.
+
+    Taking them the other way round deadlocks a small pool under a burst: the thread holding the
+    lock waits for a connection while the threads holding every connection (a request that just
+    looked up its key) wait for that lock, until the pool wait ends in 503s. With the connection
+    taken first, whoever holds the lock needs nothing more, and a thread waiting on the pool holds
+    no lock. A connection this thread already had is kept; one taken here is given back."""
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        with lock:
+            yield
+    finally:
+        if opened:
+            release()
+
+
 def init_app(app, settings) -> None:
     """Bind the proxy to the configured database and close connections after each request."""
     # Requests rarely touch the database (key and channel caches, settlements batched by one

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..db import db
+from ..db import connection_then
 from ..metrics import UNPRICED_REQUESTS
 from ..models import ModelPrice
 from ..wire.usage import Usage
@@ -140,11 +140,10 @@ class PriceBook:
     def table(self) -> PriceTable:
         version = self.feed.version()
         if version != self._version or time.monotonic() - self._loaded_at >= self.ttl:
-            with self._lock:
+            with connection_then(self._lock):  # never wait on the pool while holding the lock
                 version = self.feed.version()
                 if version != self._version or time.monotonic() - self._loaded_at >= self.ttl:
-                    with db.connection_context():
-                        self._table = PriceTable([Price.of(row) for row in ModelPrice.select()])
+                    self._table = PriceTable([Price.of(row) for row in ModelPrice.select()])
                     self._version, self._loaded_at = version, time.monotonic()
         return self._table
 

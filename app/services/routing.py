@@ -21,6 +21,7 @@ from ..adaptors.base import Target
 from ..channel_types import channel_type
 from ..config import ConfigError
 from ..crypto import SecretBox
+from ..db import connection_then
 from .changes import ChangeFeed, change_feed
 from .channels import UpstreamPolicy, effective_base_url
 from ..metrics import CHANNEL_FAILURES
@@ -125,7 +126,7 @@ class ChannelDirectory:
         (health counts that other workers change are not announced)."""
         version = self.feed.version()
         if version != self._version or time.monotonic() - self._loaded_at >= self.ttl:
-            with self._lock:
+            with connection_then(self._lock):  # never wait on the pool while holding the lock
                 version = self.feed.version()
                 if version != self._version or time.monotonic() - self._loaded_at >= self.ttl:
                     rows = Channel.select().where(Channel.enabled == True)  # noqa: E712
