@@ -43,7 +43,7 @@ class Settings:
     body_timeout_s: float = 20.0  # a body's start, then it must keep arriving at 8 KB/s
     count_tokens_rpm: int = 600  # count_tokens calls per key per minute
     refusal_log_per_min: int = 60  # log rows for refused requests, per key per minute per process
-    journal: bool = False  # OCTORELAY_JOURNAL: note admitted requests so a killed worker's are settled
+    journal: bool = True  # OCTORELAY_JOURNAL (0 = off): note admitted requests so a killed worker's are settled
     server_tool_reserve_usd: float = 0.25  # reserved on top of a request's worst case when it enables server tools
     max_upstream_body_mb: float = 32.0  # a non-streamed upstream answer (or error body) read whole
     anthropic_api_key: str | None = None
@@ -234,7 +234,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, read_dotenv: bool = T
         body_timeout_s=_float(env, "OCTORELAY_BODY_TIMEOUT_S", 20.0, 0.1, 3600.0),
         count_tokens_rpm=_int(env, "OCTORELAY_COUNT_TOKENS_RPM", 600, 1, 10**6),
         refusal_log_per_min=_int(env, "OCTORELAY_REFUSAL_LOG_PER_MIN", 60, 0, 10**6),
-        journal=_bool(env, "OCTORELAY_JOURNAL"),
+        journal=_on_off(env, "OCTORELAY_JOURNAL"),
         server_tool_reserve_usd=_float(env, "OCTORELAY_SERVER_TOOL_RESERVE_USD", 0.25, 0.0, 1000.0),
         max_upstream_body_mb=_float(env, "OCTORELAY_MAX_UPSTREAM_BODY_MB", 32.0, 0.001, 1024),
         anthropic_api_key=_str(env, "ANTHROPIC_API_KEY"),

@@ -23,9 +23,9 @@ BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "
 
 
 @pytest.fixture
-def env(env):
-    """The journal is off by default (OCTORELAY_JOURNAL): these tests turn it on."""
-    return {**env, "OCTORELAY_JOURNAL": "1"}
+def env(env, request):
+    """The suite's environment, plus what a test parametrizes it with (indirect=True)."""
+    return {**env, **getattr(request, "param", {})}
 
 
 def test_settled_requests_leave_no_journal_entry(client, admin, upstream, app):
@@ -55,6 +55,52 @@ def test_a_long_request_is_journaled_while_it_runs(live, admin, upstream, app):
     while RequestJournal.select().count() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert RequestJournal.select().count() == 0
+
+
+def test_the_journal_is_on_unless_turned_off(env):
+    from app.config import load_settings
+
+    assert load_settings(env).journal is True
+    assert load_settings({**env, "OCTORELAY_JOURNAL": "0"}).journal is False
+
+
+@pytest.mark.parametrize("env", [{"OCTORELAY_JOURNAL": "0"}], indirect=True)
+def test_off_a_long_request_is_not_journaled(live, admin, upstream, app):
+    anthropic_channel(admin, upstream)
+    key = admin.create_key(name="k", budget_usd=5)
+    upstream.script(sse_answer(anthropic_stream_events(["a", "b"]), delay=0.3))
+    with requests.post(f"{live}/v1/messages", json={**BODY, "stream": True}, stream=True, timeout=30,
+                       headers={"x-api-key": key["key"]}) as resp:
+        chunks = resp.iter_content(chunk_size=None)
+        next(chunks)
+        settled(app)
+        assert RequestJournal.select().count() == 0
+        for _ in chunks:
+            pass
+    settled(app)
+    assert RequestLog.select().count() == 1
+
+
+def test_a_burst_is_journaled_and_forgotten_in_chunks(app, admin):
+    """More entries than one statement carries (JOURNAL_CHUNK): every one written, then every one
+    deleted when its request settles in a later batch."""
+    from app.services.accounting import JOURNAL_CHUNK, RequestRecord
+
+    key = admin.create_key(name="k", budget_usd=5)
+    ledger = app.extensions["octorelay.relay"].ledger
+    n = JOURNAL_CHUNK * 2 + 7
+    records = [RequestRecord(f"req_burst_{i}", key["id"], "claude-sonnet-4-6", bool(i % 2)) for i in range(n)]
+    entries = [{"journal": True, "request_id": r.request_id, "key_id": r.key_id, "model": r.model,
+                "stream": int(r.stream), "worker": "here:1:aa", "reservation_nanos": i, "started_at": utcnow()}
+               for i, r in enumerate(records)]
+    assert ledger.write_batch(entries) == [0] * n
+    assert RequestJournal.select().count() == n
+    assert sum(e.reservation_nanos for e in RequestJournal.select()) == sum(range(n))
+    for record in records:
+        record.status = 200
+        ledger.settle(record)
+    settled(app)
+    assert RequestJournal.select().count() == 0 and RequestLog.select().count() == n
 
 
 def test_a_dead_workers_entries_are_settled_once_at_their_reservation(app, admin):

@@ -233,6 +233,15 @@ def _write_transaction():
     return db.atomic()
 
 
+JOURNAL_COLUMNS = ("request_id", "key_id", "model", "stream", "worker", "reservation_nanos", "started_at")
+JOURNAL_CHUNK = 100  # journal entries per statement: 700 parameters, within every driver's limit
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 class Ledger:
     """Writes each request's log row and charge, after the response, in batches; spools them
     while the database is away."""
@@ -307,20 +316,24 @@ class Ledger:
 
     def _journal_writes(self, journal: list[dict], settled: list[dict]) -> None:
         """Inside the batch's transaction: forget the settled requests' entries written by earlier
-        batches, add the entries of requests still running."""
+        batches, add the entries of requests still running. One statement per JOURNAL_CHUNK
+        entries (not one per entry: psycopg2's executemany is a round trip per row), so a burst
+        costs the writer a few statements, however many requests it brings."""
         settled_ids = {row["request_id"] for row in settled}
-        gone = [(rid,) for rid in settled_ids if rid in self._journaled]
+        gone = sorted(rid for rid in settled_ids if rid in self._journaled)
         fresh = [row for row in journal if row["request_id"] not in settled_ids]
         cursor = db.cursor()
-        if gone:
-            cursor.executemany(f"DELETE FROM request_journal WHERE request_id = {db.param}", gone)
-        if fresh:
-            p = db.param
-            cursor.executemany(
-                "INSERT INTO request_journal (request_id, key_id, model, stream, worker, reservation_nanos, "
-                f"started_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
-                [(r["request_id"], r["key_id"], r["model"], r["stream"], r["worker"], r["reservation_nanos"],
-                  RequestJournal.started_at.db_value(r["started_at"])) for r in fresh])
+        p = db.param
+        for chunk in _chunks(gone, JOURNAL_CHUNK):
+            cursor.execute(f"DELETE FROM request_journal WHERE request_id IN ({', '.join([p] * len(chunk))})", chunk)
+        one = f"({', '.join([p] * len(JOURNAL_COLUMNS))})"
+        started_at = RequestJournal.started_at.db_value
+        for chunk in _chunks(fresh, JOURNAL_CHUNK):
+            cursor.execute(
+                f"INSERT INTO request_journal ({', '.join(JOURNAL_COLUMNS)}) VALUES {', '.join([one] * len(chunk))}",
+                [value for r in chunk for value in (
+                    r["request_id"], r["key_id"], r["model"], r["stream"], r["worker"], r["reservation_nanos"],
+                    started_at(r["started_at"]))])
 
     def settle_orphan(self, entry: RequestJournal) -> bool:
         """A request whose worker died: one row (status 500, `orphaned`), charged its reservation.

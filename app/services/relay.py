@@ -97,7 +97,7 @@ class Relay:
     max_attempts: int = 3
     count_tokens_rpm: int = 600  # per key (OCTORELAY_COUNT_TOKENS_RPM)
     server_tool_reserve_nanos: int = 250_000_000  # OCTORELAY_SERVER_TOOL_RESERVE_USD, per request
-    journal: bool = False  # OCTORELAY_JOURNAL (off by default: see README, When things break)
+    journal: bool = True  # OCTORELAY_JOURNAL=0 turns it off (README, When things break)
     on_settled: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     affinity: Affinity = field(default_factory=Affinity)
     stopping: bool = field(default=False, init=False)  # set once, by stop_upstreams()
