@@ -73,7 +73,7 @@ class Rows:
 
 
 def records(key_id: int, n: int):
-    from app.adaptors.base import Usage
+    from app.wire.usage import Usage
     from app.services.accounting import RequestRecord
 
     out = []

@@ -57,7 +57,7 @@ def answer(request):
 
 def reservation(stream: bool) -> int:
     """What the relay reserves for these bodies: their size and max_tokens at the dearest rates."""
-    from app.adaptors.base import estimate_tokens
+    from app.wire.usage import estimate_tokens
     from app.services.pricing import Price, PriceTable, worst_case_nanos
 
     from app.db import db, open_database
