@@ -8,9 +8,13 @@ once, and tells every other process through the database they share:
 
 - PostgreSQL: `NOTIFY octorelay_changes`. Each worker LISTENs on one extra
   connection and drains it with a non-blocking `poll()` (a recv on a socket,
-  no round trip) before it answers from a cache. PostgreSQL delivers the
-  notification at commit, before the writer's answer can reach any client,
-  so every instance on the database sees it for the next request.
+  no round trip) before it answers from a cache. At commit PostgreSQL signals
+  every listening backend, and each then sends the notification to its
+  worker on its own, a moment later: so the writer does not answer until its
+  own listener has heard it (at most WAIT_ECHO_S). Backends signalled at the
+  same moment deliver within microseconds of each other, so by the time the
+  admin client has the answer and sends its next request, every instance on
+  the database has the notification waiting on its socket.
 - SQLite: a marker file beside the database, replaced on every change; each
   process compares its inode and mtime (one stat). SQLite is one machine, so
   this covers every worker and the CLI.
@@ -26,6 +30,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 
 from peewee import PostgresqlDatabase, SqliteDatabase
 
@@ -35,6 +40,7 @@ log = logging.getLogger("octorelay.changes")
 
 CHANNEL = "octorelay_changes"
 RETRY_S = 1.0
+WAIT_ECHO_S = 0.5  # longest a writer waits for its own listener to hear its notification
 
 _lock = threading.Lock()
 _version = 0
@@ -60,7 +66,9 @@ def announce() -> None:
     _bump()
     database = db.obj
     if isinstance(database, PostgresqlDatabase):
-        database.execute_sql(f"NOTIFY {CHANNEL}")
+        token = uuid.uuid4().hex
+        database.execute_sql(f"NOTIFY {CHANNEL}, '{token}'")
+        _shared.await_echo(token, WAIT_ECHO_S)
     elif isinstance(database, SqliteDatabase):
         path = marker_path(database)
         if path:
@@ -80,6 +88,7 @@ class ChangeFeed:
         self._conn_for: tuple | None = None  # the database it listens on
         self._retry_at = 0.0
         self._connecting = False
+        self._heard: deque[str] = deque(maxlen=256)  # payloads this process's listener received
         self._marker: tuple[int, int] | None = None
         self._marker_db = None
         self._marker_path: str | None = None
@@ -133,8 +142,26 @@ class ChangeFeed:
                 self._connect(database)
                 return
             if self._conn.notifies:
+                self._heard.extend(n.payload for n in self._conn.notifies)
                 self._conn.notifies.clear()
                 _bump()
+
+    def await_echo(self, token: str, timeout: float) -> bool:
+        """Wait until this process's listener has received the notification carrying `token`
+        (False: no listener here, as in the CLI, or none within `timeout`)."""
+        database = db.obj
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._conn is None:
+                return False
+            self._poll_postgres(database)
+            if token in self._heard:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("change feed: a notification was not heard back in time",
+                            extra={"fields": {"timeout_s": timeout}})
+                return False
+            time.sleep(0.001)  # cooperative under gevent
 
     def _connect(self, database) -> None:
         """Start (re)connecting in the background: a request must never wait on a database that
