@@ -6,9 +6,8 @@ import pytest
 from app.db import db
 from app.models import ApiKey, RequestLog
 from app.services.accounting import Spool
-from tests.upstream import anthropic_message, json_answer
-
-from .conftest import anthropic_channel
+from tests.support.app import anthropic_channel
+from tests.support.upstream import anthropic_message, json_answer
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 USAGE = {"input_tokens": 100, "output_tokens": 10}

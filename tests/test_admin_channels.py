@@ -2,8 +2,8 @@
 import pytest
 
 from app.models import Channel
-
-from .conftest import SECRET_KEY, assert_error
+from tests.support.app import assert_error
+from tests.support.constants import SECRET_KEY
 
 UPSTREAM_KEY = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789-Wq3"
 

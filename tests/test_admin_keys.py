@@ -2,8 +2,8 @@
 import pytest
 
 from app.models import ApiKey
-
-from .conftest import ADMIN_TOKEN, assert_error
+from tests.support.app import assert_error
+from tests.support.constants import ADMIN_TOKEN
 
 
 def test_create_returns_key_once_and_fields(admin):

@@ -1,5 +1,5 @@
 """Admin API for prices: seeded list prices, PUT creates or replaces."""
-from .conftest import assert_error
+from tests.support.app import assert_error
 
 
 def test_seeded_prices(admin):

@@ -1,8 +1,8 @@
 """POST /admin/channels/{id}/test: one minimal request through one channel, timed; health untouched."""
 from app.models import Channel, RequestLog
-from tests.upstream import drop_answer, error_answer
-
-from .conftest import UPSTREAM_KEY, anthropic_channel, assert_error
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.upstream import drop_answer, error_answer
 
 
 def probe(admin, channel_id):

@@ -11,8 +11,9 @@ import pytest
 from app import create_app
 from app.config import ConfigError, load_settings
 from app.db import db, upgrade
-
-from .conftest import ADMIN_TOKEN, SECRETS_USED, assert_error, free_port
+from tests.support.app import assert_error
+from tests.support.constants import ADMIN_TOKEN, SECRETS_USED
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WRONG = "wrong-admin-token-not-this-one-8c1d5e7f"  # a guess: it must never reach the log

@@ -15,11 +15,11 @@ from app import create_app
 from app.db import db, upgrade
 from app.models import RequestLog
 from app.services.affinity import Affinity, LocalStore, conversation_id, scoped_key
-from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
-
-from tests.test_processes import procs  # noqa: F401  (fixture: the two-worker test's gunicorn)
-
-from .conftest import Admin, SettlingClient, UPSTREAM_KEY
+from tests.support.admin import AdminClient
+from tests.support.app import SettlingClient
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
+                                    sse_answer)
 
 MODEL = "claude-sonnet-4-5"
 TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}]
@@ -249,7 +249,7 @@ def test_affinity_off_restores_the_per_request_choice(env, upstream):
     app = app_with(env, OCTORELAY_SESSION_AFFINITY="off")
     try:
         client = app.test_client()
-        admin = Admin(client)
+        admin = AdminClient(client)
         upstream.set_default(json_answer(anthropic_message()))
         for name in "abc":
             admin.create_channel(name=name, type="anthropic", base_url=f"{upstream.url}/{name}",
@@ -268,7 +268,7 @@ def test_a_home_expires_a_ttl_after_the_last_turn(env, upstream):
     app = app_with(env, OCTORELAY_SESSION_AFFINITY_TTL=str(ttl))
     try:
         client = app.test_client()
-        admin = Admin(client)
+        admin = AdminClient(client)
         upstream.set_default(json_answer(anthropic_message()))
         for name in "abc":
             admin.create_channel(name=name, type="anthropic", base_url=f"{upstream.url}/{name}",
@@ -376,9 +376,9 @@ def test_two_workers_keep_each_conversation_on_one_channel(env, procs, upstream,
     import requests
     from prometheus_client.mmap_dict import MmapedDict
 
-    from tests.test_processes import GUNICORN, OCTORELAY, REPO, AdminClient, base_env, run, url, wait_until_serving
-
-    from .conftest import free_port
+    from tests.support.admin import AdminClient
+    from tests.support.net import free_port, url
+    from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
 
     port = free_port()
     metrics_dir = tmp_path / "metrics"

@@ -19,9 +19,10 @@ from app.adaptors.base import join_url
 from app.db import db, upgrade
 from app.models import Channel
 from app.services.upstream_policy import UpstreamPolicy
-
-from tests.conftest import UPSTREAM_KEY, Admin, anthropic_channel, assert_error
-from tests.upstream import anthropic_message, json_answer
+from tests.support.admin import AdminClient
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.upstream import anthropic_message, json_answer
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -99,7 +100,7 @@ def test_loopback_private_and_public_upstreams_are_stored_normalised(admin, url)
 def test_the_metadata_refusal_is_lifted_only_by_its_setting(env):
     app = create_app({**env, "OCTORELAY_UPSTREAM_ALLOW_LINK_LOCAL": "1"})
     upgrade(db.obj)
-    admin = Admin(app.test_client())
+    admin = AdminClient(app.test_client())
     for url in ("http://169.254.169.254", "http://metadata.google.internal", "http://[fd00:ec2::254]"):
         resp = admin.post("/admin/channels", json={"name": url[7:20], "type": "openai", "models": ["m"],
                                                    "base_url": url, "api_key": "k"})
@@ -111,7 +112,7 @@ def test_the_metadata_refusal_is_lifted_only_by_its_setting(env):
 
 
 def test_vertex_token_uri_cannot_point_at_metadata(admin):
-    from tests.clouds import FakeVertex
+    from tests.support.clouds import FakeVertex
 
     credentials = {**FakeVertex("http://127.0.0.1:9").service_account,
                    "token_uri": "http://metadata.google.internal/token"}

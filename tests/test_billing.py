@@ -5,9 +5,8 @@ import pytest
 from app.adaptors.base import Usage
 from app.models import ApiKey, RequestLog
 from app.services.pricing import Price, PriceTable, Rates, cost_nanos
-from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
-
-from .conftest import anthropic_channel, assert_error, wait_for_row
+from tests.support.app import anthropic_channel, assert_error, wait_for_row
+from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 MODEL = "claude-test-9"
 BODY = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}

@@ -20,15 +20,15 @@ import tracemalloc
 
 import pytest
 
+from app.errors import InvalidRequest
 from app.models import ApiKey
 from app.schemas.json_body import VALUE_BYTES, check_density, parse_json_body
-from app.errors import InvalidRequest
 from app.services.auth import KeySnapshot
-
-from tests.conftest import SECRETS_USED, assert_error, free_port
-from tests.test_hostile_input import worker_pids
-from tests.test_processes import (GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs,  # noqa: F401
-                                  run, wait_until_serving)
+from tests.support.admin import AdminClient
+from tests.support.app import assert_error
+from tests.support.constants import SECRETS_USED
+from tests.support.net import free_port
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
 
 MODEL = "claude-sonnet-4-5"
 MB = 1024 * 1024

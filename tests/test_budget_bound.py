@@ -14,9 +14,9 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.adaptors import estimate_tokens
 from app.db import db, upgrade
-from tests.upstream import anthropic_message, hang_answer, json_answer
-
-from .conftest import Admin, anthropic_channel
+from tests.support.admin import AdminClient
+from tests.support.app import anthropic_channel
+from tests.support.upstream import anthropic_message, hang_answer, json_answer
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def test_the_ten_cent_key_stays_within_the_stated_bound(env, upstream, redis_url
     upgrade(db.obj)
     servers = [serve(app) for app in apps]
     try:
-        admin = Admin(apps[0].test_client())
+        admin = AdminClient(apps[0].test_client())
         anthropic_channel(admin, upstream)
         key = admin.create_key(name="ten-cents", budget_usd=BUDGET_NANOS / 1e9)
         upstream.set_default(lambda request: hang_answer(0.5, then=json_answer(anthropic_message(

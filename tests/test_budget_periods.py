@@ -6,14 +6,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from app.db import db
 from app.models import ApiKey, RequestLog, utcnow
 from app.services import keys as key_service
 from app import periods
 from app.timefmt import iso
-from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
-
-from .conftest import anthropic_channel, assert_error, settled
+from tests.support.app import anthropic_channel, assert_error, settled
+from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 USAGE = {"input_tokens": 1000, "output_tokens": 100}  # sonnet ($3 / $15 per million): $0.0045, 1100 tokens
@@ -246,7 +244,7 @@ def test_concurrent_writers_across_the_reset_count_exactly_this_periods_rows(app
 def test_the_keys_page_sets_changes_and_clears_the_period(tab, admin):
     from playwright.sync_api import expect
 
-    from .conftest import ADMIN_TOKEN
+    from tests.support.constants import ADMIN_TOKEN
 
     tab.sign_in(ADMIN_TOKEN)
     page = tab.goto("/dashboard/keys")

@@ -6,10 +6,9 @@ import pytest
 
 from app.channel_types import CHANNEL_TYPES
 from app.models import Channel
-from tests.cli_harness import runner  # noqa: F401  (fixture)
-from tests.clouds import AWS_KEY_ID, AWS_SECRET, FakeVertex
-
-from .conftest import SECRETS_USED, assert_error
+from tests.support.app import assert_error
+from tests.support.clouds import AWS_KEY_ID, AWS_SECRET, FakeVertex
+from tests.support.constants import SECRETS_USED
 
 SECRETS_USED.add(AWS_SECRET)
 AWS = {"aws_access_key_id": AWS_KEY_ID, "aws_secret_access_key": AWS_SECRET}
@@ -91,9 +90,9 @@ def test_the_token_uri_is_under_the_upstream_policy(env, service_account):
 
     app = create_app({**env, "OCTORELAY_UPSTREAM_HOSTS": "*.googleapis.com"})
     upgrade(db.obj)
-    from .conftest import Admin
+    from tests.support.admin import AdminClient
 
-    admin = Admin(app.test_client())
+    admin = AdminClient(app.test_client())
     resp = admin.post("/admin/channels", json={
         "name": "gcp", "type": "vertex", "models": ["claude-*"], "credentials": service_account,
         "options": {"project_id": "octo-test-project", "region": "us-east5"}})

@@ -1,11 +1,12 @@
 """Claude Code (`claude -p`) through bedrock and vertex channels, each against its loopback fake."""
 import pytest
 
-from tests.clouds import FakeBedrock, FakeVertex, anthropic_events, bedrock_frames, event_stream_answer
-from tests.test_claude_code import REPLY, claude_bin, claude_says_the_reply  # noqa: F401  (fixture)
-from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
-
-from .conftest import SECRETS_USED, wait_for_row
+from tests.support.app import wait_for_row
+from tests.support.claude_code import REPLY, claude_says_the_reply
+from tests.support.clouds import (FakeBedrock, FakeVertex, anthropic_events, bedrock_frames,
+                                  event_stream_answer)
+from tests.support.constants import SECRETS_USED
+from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,6 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.cli_harness import runner  # noqa: F401  (fixture)
-
 UPSTREAM_KEY = "sk-ant-api03-CLITESTUPSTREAMSECRET-7Hq2ZxW9vLm4Np8R"
 
 

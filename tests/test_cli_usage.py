@@ -1,13 +1,12 @@
 """`octorelay usage` and `octorelay logs` in-process (click's CliRunner): same rows as the admin API."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import pytest
 
 from app.models import RequestLog
-from tests.cli_harness import release, runner  # noqa: F401  (runner is a fixture)
+from tests.support.cli_harness import release
 
 SONNET, HAIKU = "claude-sonnet-4-5", "claude-haiku-4-5"
 

@@ -3,8 +3,7 @@
 import pytest
 
 from app.models import ApiKey
-
-from .conftest import assert_error
+from tests.support.app import assert_error
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ import pytest
 
 from app.config import ConfigError, load_settings
 from app.models import RequestLog
-from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
-
-from .conftest import anthropic_channel, assert_error, settled, wait_for_row
+from tests.support.app import anthropic_channel, assert_error, settled, wait_for_row
+from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SDK_CANDIDATES = [os.environ.get("OCTORELAY_NODE_MODULES", ""), str(REPO / ".ci/node/node_modules"),

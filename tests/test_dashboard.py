@@ -16,9 +16,10 @@ import pytest
 
 from app.models import RequestLog
 from app.web.dashboard import PAGES, SECURITY_HEADERS
-from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
-
-from .conftest import ADMIN_TOKEN, SECRETS_USED, UPSTREAM_KEY, anthropic_channel, assert_error
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.constants import ADMIN_TOKEN, SECRETS_USED, UPSTREAM_KEY
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
+                                    sse_answer)
 
 try:
     from playwright.sync_api import expect

@@ -3,9 +3,8 @@ import json
 import re
 
 from app.models import Channel
-from tests.clouds import AWS_KEY_ID, AWS_SECRET, FakeBedrock
-
-from .conftest import ADMIN_TOKEN, SECRETS_USED
+from tests.support.clouds import AWS_KEY_ID, AWS_SECRET, FakeBedrock
+from tests.support.constants import ADMIN_TOKEN, SECRETS_USED
 
 try:
     from playwright.sync_api import expect

@@ -8,9 +8,9 @@ import anthropic
 import pytest
 
 from app.models import ModelPrice
-from tests.upstream import anthropic_message, json_answer
-
-from .conftest import ADMIN_TOKEN, anthropic_channel, wait_for_row
+from tests.support.app import anthropic_channel, wait_for_row
+from tests.support.constants import ADMIN_TOKEN
+from tests.support.upstream import anthropic_message, json_answer
 
 try:
     from playwright.sync_api import expect

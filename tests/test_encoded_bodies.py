@@ -13,9 +13,8 @@ import pytest
 import requests
 
 from app.models import RequestLog
-from tests.upstream import json_answer
-
-from .conftest import anthropic_channel, assert_error, settled
+from tests.support.app import anthropic_channel, assert_error, settled
+from tests.support.upstream import json_answer
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 10,
         "messages": [{"role": "user", "content": "Hello, compressed \u00e9"}]}

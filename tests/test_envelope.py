@@ -6,8 +6,9 @@ import pytest
 
 from app import create_app
 from app.logs import JsonFormatter
-
-from .conftest import SECRET_KEY, assert_error, free_port
+from tests.support.app import assert_error
+from tests.support.constants import SECRET_KEY
+from tests.support.net import free_port
 
 
 def test_request_id_on_success_health_and_errors(client):

@@ -13,7 +13,6 @@ import os
 import select
 import signal
 import socket
-import sqlite3
 import struct
 import threading
 import time
@@ -27,12 +26,15 @@ import requests
 from app import create_app
 from app.db import db, upgrade
 from app.models import ApiKey, RequestLog
-from tests.test_processes import (GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs,  # noqa: F401
-                                  run, url, wait_until_serving)
-from tests.upstream import (anthropic_message, anthropic_stream_events, body_answer, encode_event,
-                            json_answer, message_start_event, raw_answer, raw_sse_answer, sse_answer)
-
-from .conftest import PG_URL, UPSTREAM_KEY, anthropic_channel, assert_error, free_port
+from tests.support.admin import AdminClient
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.constants import PG_URL, UPSTREAM_KEY
+from tests.support.database import query
+from tests.support.net import free_port, url
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, body_answer, encode_event,
+                                    json_answer, message_start_event, raw_answer, raw_sse_answer, sse_answer)
+from tests.support.waiting import wait_until
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]}
 STREAM_BODY = {**BODY, "stream": True}
@@ -40,16 +42,6 @@ SONNET_NANOS = (3000, 15000, 3750, 300)  # claude-sonnet-4-6 list price, nano-do
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy; that value, or None past `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def post(client, key: dict, body: dict = BODY):
@@ -198,41 +190,6 @@ def proxied_url(database_url: str, port: int) -> str:
 def pg_target(database_url: str) -> tuple[str, int]:
     parts = urlsplit(database_url)
     return parts.hostname or "127.0.0.1", parts.port or 5432
-
-
-def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
-    """Read the database directly (after a server has gone): `%s` placeholders on both backends."""
-    if database_url.startswith("sqlite"):
-        conn = sqlite3.connect(database_url.split(":///", 1)[1])
-        try:
-            return conn.execute(sql.replace("%s", "?"), params).fetchall()
-        finally:
-            conn.close()
-    import psycopg2
-
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def worker_pids(master: int) -> list[int]:
-    """The master's children, read from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-            out.append(int(entry))
-    return sorted(out)
 
 
 def socket_owner(server_port: int, client_port: int, pids: list[int]) -> int | None:
@@ -477,9 +434,9 @@ def proxied(env, db_proxy, upstream):
     app = create_app({**env, "DATABASE_URL": proxied_url(env["DATABASE_URL"], db_proxy.port)})
     upgrade(db.obj)
     client = app.test_client()
-    from .conftest import Admin
+    from tests.support.admin import AdminClient
 
-    admin = Admin(client)
+    admin = AdminClient(client)
     anthropic_channel(admin, upstream)
     yield app, client, admin, admin.create_key(name="outage")
     app.extensions["octorelay.relay"].ledger.close()

@@ -3,12 +3,12 @@ caches, each write followed at once by a request on a fresh connection (so eithe
 answer it), several times over; and writes made by the CLI, another process altogether."""
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 
-from tests.test_processes import (GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs, run, url,  # noqa: F401
-                                  wait_until_serving)
-from tests.conftest import free_port
+from tests.support.admin import AdminClient
+from tests.support.net import free_port, url
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

@@ -18,10 +18,11 @@ import time
 
 import pytest
 
-from tests.conftest import SECRETS_USED, UPSTREAM_KEY, free_port
-from tests.test_hostile_input import RawConn, exchange, healthz_ok, worker_pids
-from tests.test_processes import (GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs,  # noqa: F401
-                                  run, wait_until_serving)
+from tests.support.admin import AdminClient
+from tests.support.constants import SECRETS_USED, UPSTREAM_KEY
+from tests.support.net import free_port
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
+from tests.support.raw_http import RawConn, exchange, healthz_ok
 
 pytestmark = pytest.mark.slow
 

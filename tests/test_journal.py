@@ -15,9 +15,10 @@ import requests
 
 from app.db import db
 from app.models import ApiKey, RequestJournal, RequestLog, WorkerBeat, utcnow
-from tests.conftest import anthropic_channel, free_port, settled
-from tests.test_processes import GUNICORN, OCTORELAY, REPO, base_env, procs, run, wait_until_serving  # noqa: F401
-from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
+from tests.support.app import anthropic_channel, settled
+from tests.support.net import free_port
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 

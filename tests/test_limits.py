@@ -12,9 +12,11 @@ from app.adaptors import estimate_tokens
 from app.db import db, upgrade
 from app.models import RequestLog
 from app.services.leases import MemoryLeases, RedisLeases
-from tests.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
-
-from .conftest import ADMIN_TOKEN, Admin, anthropic_channel, assert_error, free_port
+from tests.support.admin import AdminClient
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.net import free_port
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
+                                    sse_answer)
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 # 1000 in + 100 out on sonnet ($3 / $15 per million) = $0.0045
@@ -224,7 +226,7 @@ def dead_redis_app(env):
 def test_limit_store_down(dead_redis_app, upstream, fail_open):
     app = dead_redis_app(OCTORELAY_LIMITS_FAIL_OPEN="1" if fail_open else "0")
     client = app.test_client()
-    admin = Admin(client)
+    admin = AdminClient(client)
     upstream.set_default(json_answer(anthropic_message()))
     anthropic_channel(admin, upstream)
     limited = admin.create_key(name="limited", rpm=5)
@@ -264,7 +266,7 @@ def test_a_slow_non_streaming_request_keeps_its_slot_past_the_lease_ttl(env, ups
     for its answer: held leases are renewed in the background."""
     from werkzeug.serving import make_server
 
-    from tests.upstream import hang_answer
+    from tests.support.upstream import hang_answer
 
     app = create_app({**env, "OCTORELAY_LEASE_TTL": "1"})
     upgrade(db.obj)
@@ -272,7 +274,7 @@ def test_a_slow_non_streaming_request_keeps_its_slot_past_the_lease_ttl(env, ups
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
     try:
-        admin = Admin(app.test_client())
+        admin = AdminClient(app.test_client())
         anthropic_channel(admin, upstream)
         key = admin.create_key(name="one-at-a-time", max_concurrency=1, budget_usd=10)
         upstream.script(hang_answer(3.0, then=json_answer(anthropic_message(usage=USAGE))),

@@ -5,8 +5,8 @@ from playhouse.schema_diff import diff_models
 
 from app.db import MIGRATIONS_DIR, db, open_database, pending_migrations, upgrade
 from app.models import MODELS, ModelPrice
-
-from .conftest import PG_URL, reset_postgres
+from tests.support.app import reset_postgres
+from tests.support.constants import PG_URL
 
 
 def schema_of(database) -> dict:

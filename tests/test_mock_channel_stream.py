@@ -1,7 +1,7 @@
 """The mock channel's event stream as Anthropic's API sends it, read through the official SDK."""
 import pytest
 
-from .conftest import wait_for_row
+from tests.support.app import wait_for_row
 
 anthropic = pytest.importorskip("anthropic")
 

@@ -2,8 +2,7 @@
 import pytest
 
 from app.services.catalog import display_name
-
-from .conftest import assert_error
+from tests.support.app import assert_error
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import anthropic
 import pytest
 
 from app.services.releases import RELEASES, release_date
-
-from .conftest import anthropic_channel
+from tests.support.app import anthropic_channel
 
 PRICE = {"input": 1, "output": 2, "cache_write": 1.25, "cache_read": 0.1}
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tests.upstream import json_answer, sse_answer
-
-from .conftest import UPSTREAM_KEY, wait_for_row
-from .test_relay_openai import MODEL, chunk, completion, done, text_stream
+from tests.support.app import wait_for_row
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.openai import MODEL, chunk, completion, done, text_stream
+from tests.support.upstream import json_answer, sse_answer
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -79,7 +79,7 @@ def deep_body(model: str, place: str, depth: int, stream: bool = False) -> bytes
 
 
 def upstream_answer(request):
-    from tests.upstream import anthropic_message
+    from tests.support.upstream import anthropic_message
 
     if request.path.endswith("/chat/completions"):
         if request.json().get("stream"):
@@ -107,7 +107,7 @@ def test_deep_nesting_that_parses_is_never_a_500(client, admin, upstream, key, m
     """Nesting just under the parser's limit still parses; re-encoding it (model_map, the OpenAI
     body) or walking it (the token estimate) happens deeper in the stack and used to raise
     RecursionError: a 500. Every depth up to the parser's limit must be a 200 or a clear 400."""
-    from .conftest import anthropic_channel
+    from tests.support.app import anthropic_channel
 
     anthropic_channel(admin, upstream, models=["claude-x"], model_map={"claude-x": "claude-y"})
     admin.create_channel(name="llama", type="openai", base_url=upstream.url + "/v1", api_key=UPSTREAM_KEY,
@@ -135,7 +135,7 @@ def test_deep_nesting_that_parses_is_never_a_500(client, admin, upstream, key, m
 
 
 def test_deeply_nested_upstream_answers_are_the_upstreams_fault_not_a_500(sdk, upstream, openai_channel):
-    from tests.upstream import body_answer
+    from tests.support.upstream import body_answer
 
     deep = "[" * 5000 + "]" * 5000
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": ' + deep + "}"}}

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY, free_port
-from tests.test_processes import REPO, base_env, procs, wait_until_serving  # noqa: F401
+from tests.support.constants import ADMIN_TOKEN, SECRET_KEY
+from tests.support.net import free_port
+from tests.support.processes import REPO, base_env, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import secrets
 import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,122 +18,15 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from tests.cli_harness import OUTSIDE_VARS
-from tests.conftest import ADMIN_TOKEN, PG_URL, free_port
+from tests.support.admin import AdminClient
+from tests.support.constants import ADMIN_TOKEN, PG_URL
+from tests.support.net import free_port, url
+from tests.support.processes import (GUNICORN, OCTORELAY, REPO, START_TIMEOUT, Proc, base_env, get, run,
+                                     wait_until_serving)
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-OCTORELAY = str(BIN / "octorelay") if (BIN / "octorelay").exists() else "octorelay"
-GUNICORN = str(BIN / "gunicorn") if (BIN / "gunicorn").exists() else "gunicorn"
-HOST = "127.0.0.1"
-START_TIMEOUT = 20.0
 KEY_LINE = re.compile(r"^\s+(sk-octo-[A-Za-z0-9_\-]+)\s*$", re.M)
-
-def base_env(**extra: str) -> dict:
-    out = {k: v for k, v in os.environ.items() if k not in OUTSIDE_VARS}
-    out["PYTHONUNBUFFERED"] = "1"
-    # several test servers must not fight over gunicorn's per-user control socket
-    out["GUNICORN_CMD_ARGS"] = "--no-control-socket"
-    out.update(extra)
-    return out
-
-
-class Proc:
-    """A started process whose stdout and stderr go to files; stopped by `stop()`."""
-
-    def __init__(self, args: list[str], *, cwd: Path, env: dict, logdir: Path, name: str):
-        self.stdout_path = logdir / f"{name}.stdout"
-        self.stderr_path = logdir / f"{name}.stderr"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"process did not exit within {timeout}s\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}")
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM and wait (gunicorn shuts down gracefully); SIGKILL the group if it hangs."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._reap_group()
-        return self.popen.returncode
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(timeout=10)
-
-    def _reap_group(self) -> None:
-        """Workers that outlived their master (they should not) are killed too."""
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """Start processes through this; all are stopped at teardown, whatever happened."""
-    started: list[Proc] = []
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-
-    def start(args, *, cwd, env, name=None) -> Proc:
-        proc = Proc(args, cwd=cwd, env=env, logdir=logdir, name=name or f"p{len(started)}")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop(timeout=10)
-        # shown by pytest only when the test failed
-        print(f"--- {proc.stdout_path.name}:\n{proc.stdout[-5000:]}\n--- {proc.stderr_path.name}:\n"
-              f"{proc.stderr[-20000:]}")
-
-
-def url(port: int, path: str) -> str:
-    return f"http://{HOST}:{port}{path}"
-
-
-def get(port: int, path: str, timeout: float = 5.0, **headers) -> requests.Response:
-    """One request on a fresh connection (so that several workers get their share)."""
-    with requests.Session() as session:
-        return session.get(url(port, path), headers={"Connection": "close", **headers}, timeout=timeout)
-
-
-def wait_until_serving(proc: Proc, port: int, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            pytest.fail(f"server exited with {proc.popen.returncode}\nstdout:\n{proc.stdout}\n"
-                        f"stderr:\n{proc.stderr}")
-        try:
-            if get(port, "/healthz", timeout=1.0).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"server not serving within {timeout}s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
 
 
 def wait_for_key_line(proc: Proc, timeout: float = START_TIMEOUT) -> str:
@@ -149,32 +39,6 @@ def wait_for_key_line(proc: Proc, timeout: float = START_TIMEOUT) -> str:
             break
         time.sleep(0.05)
     pytest.fail(f"no key line on stdout within {timeout}s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-
-
-def run(args, *, cwd, env, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-class AdminClient:
-    def __init__(self, port: int, token: str = ADMIN_TOKEN):
-        self.port = port
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
-        with requests.Session() as session:
-            return session.request(method, url(self.port, path), headers=self.headers, timeout=10, **kwargs)
-
-    def create_key(self, **fields) -> dict:
-        resp = self("POST", "/admin/keys", json={"name": "k", **fields})
-        assert resp.status_code == 201, resp.text
-        return resp.json()
-
-    def create_channel(self, **fields) -> dict:
-        body = {"name": "mock", "type": "mock", "models": ["claude-*"], **fields}
-        resp = self("POST", "/admin/channels", json=body)
-        assert resp.status_code == 201, resp.text
-        return resp.json()
 
 
 def model_ids(port: int, key: str, **headers) -> list[str]:

@@ -1,9 +1,8 @@
 """Refused requests are visible: 400, 402, 403 and 429 answers given before routing leave a log row
 (key, model, status, error type; no channel, no cost), bounded per key; unknown keys leave none."""
 from app.models import RequestLog
-from tests.upstream import error_answer
-
-from .conftest import anthropic_channel, settled
+from tests.support.app import anthropic_channel, settled
+from tests.support.upstream import error_answer
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -53,14 +52,14 @@ def test_refusal_rows_are_bounded_per_key_and_all_counted(env, upstream):
     from app import create_app
     from app.db import db, upgrade
     from app.metrics import REFUSALS
-
-    from .conftest import Admin, settled as flush
+    from tests.support.admin import AdminClient
+    from tests.support.app import settled as flush
 
     app = create_app({**env, "OCTORELAY_REFUSAL_LOG_PER_MIN": "5"})
     upgrade(db.obj)
     try:
         client = app.test_client()
-        admin = Admin(client)
+        admin = AdminClient(client)
         admin.create_channel()
         noisy, calm = admin.create_key(name="noisy"), admin.create_key(name="calm")
         before = REFUSALS.labels("400", "invalid_request_error", "no")._value.get()

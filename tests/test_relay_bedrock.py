@@ -8,12 +8,12 @@ import requests
 
 from app.adaptors import estimate_input_tokens
 from app.models import Channel, RequestLog
-from tests.clouds import (AWS_KEY_ID, AWS_SECRET, AWS_SESSION_TOKEN, BEDROCK_API_KEY, FakeBedrock, anthropic_events,
-                          aws_error, bedrock_frames, chunk_frame, event_json, event_stream_answer, exception_frame,
-                          sse_of)
-from tests.upstream import anthropic_message, json_answer
-
-from .conftest import PROMPT_CANARY, SECRETS_USED, assert_error, wait_for_row
+from tests.support.app import assert_error, wait_for_row
+from tests.support.clouds import (AWS_KEY_ID, AWS_SECRET, AWS_SESSION_TOKEN, BEDROCK_API_KEY, FakeBedrock,
+                                  anthropic_events, aws_error, bedrock_frames, chunk_frame, event_json,
+                                  event_stream_answer, exception_frame, sse_of)
+from tests.support.constants import PROMPT_CANARY, SECRETS_USED
+from tests.support.upstream import anthropic_message, json_answer
 
 SECRETS_USED.update({AWS_SECRET, AWS_SESSION_TOKEN, BEDROCK_API_KEY})
 PROFILE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"

@@ -4,10 +4,10 @@ import json
 import pytest
 
 from app.models import ApiKey, RequestLog
-from tests.upstream import (anthropic_message, body_answer, drop_answer, error_answer, hang_answer,
-                            json_answer)
-
-from .conftest import ANSWER_CANARY, PROMPT_CANARY, UPSTREAM_KEY, anthropic_channel, assert_error
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.constants import ANSWER_CANARY, PROMPT_CANARY, UPSTREAM_KEY
+from tests.support.upstream import (anthropic_message, body_answer, drop_answer, error_answer, hang_answer,
+                                    json_answer)
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 100,
         "messages": [{"role": "user", "content": f"Hello {PROMPT_CANARY}"}]}
@@ -151,7 +151,7 @@ def test_failover_to_the_next_channel(client, admin, upstream, key, failure):
 
 
 def test_failover_on_connection_refused(client, admin, upstream, key):
-    from .conftest import free_port
+    from tests.support.net import free_port
 
     admin.create_channel(name="dead", type="anthropic", base_url=f"http://127.0.0.1:{free_port()}",
                          models=["claude-*"], priority=10)
@@ -284,7 +284,7 @@ def test_a_channel_whose_key_cannot_be_decrypted_does_not_break_the_others(env, 
 
 
 def test_an_answer_cut_mid_body_counts_against_the_channel(client, admin, upstream, key):
-    from tests.upstream import raw_answer
+    from tests.support.upstream import raw_answer
 
     channel = anthropic_channel(admin, upstream)
     upstream.script(raw_answer(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"

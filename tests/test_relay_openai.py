@@ -4,45 +4,12 @@ import json
 import pytest
 
 from app.models import RequestLog
-from tests.upstream import body_answer, json_answer, raw_sse_answer, sse_answer, sse_then_drop
-
-from .conftest import UPSTREAM_KEY, assert_error, wait_for_row
+from tests.support.app import assert_error, wait_for_row
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.openai import MODEL, chunk, completion, done, text_stream
+from tests.support.upstream import json_answer, sse_answer, sse_then_drop
 
 anthropic = pytest.importorskip("anthropic")
-
-MODEL = "llama-3.3-70b"
-
-
-def completion(text="Hello from llama", usage=None, tool_calls=None, finish="stop"):
-    message = {"role": "assistant", "content": text}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {"id": "chatcmpl-abc123", "object": "chat.completion", "created": 1, "model": MODEL,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": usage or {"prompt_tokens": 50, "completion_tokens": 7, "total_tokens": 57}}
-
-
-def chunk(delta=None, finish=None, usage=None, choices=True):
-    body = {"id": "chatcmpl-abc123", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
-    body["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
-    if usage is not None:
-        body["usage"] = usage
-    return (None, body)
-
-
-def text_stream(parts, usage=True):
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": p}) for p in parts]
-    events.append(chunk({}, finish="stop"))
-    if usage:
-        events.append(chunk(choices=False, usage={"prompt_tokens": 40, "completion_tokens": 9,
-                                                  "prompt_tokens_details": {"cached_tokens": 30}}))
-    return events
-
-
-def done(events):
-    return sse_answer(events + [(None, "[DONE]")])
-
 
 @pytest.fixture
 def openai_channel(admin, upstream):
@@ -184,8 +151,8 @@ def test_mid_stream_drop_becomes_an_error_event(client, key, upstream, openai_ch
 
 
 def test_a_channel_that_cannot_carry_the_request_is_skipped(client, key, upstream, admin, openai_channel):
-    from .conftest import anthropic_channel
-    from tests.upstream import anthropic_message
+    from tests.support.app import anthropic_channel
+    from tests.support.upstream import anthropic_message
 
     admin.patch(f"/admin/channels/{openai_channel['id']}", json={"priority": 10})
     anthropic_channel(admin, upstream, models=["llama-*"])

@@ -6,13 +6,13 @@ import time
 import pytest
 import requests
 
-from app.models import ApiKey, RequestLog
+from app.models import ApiKey
 from app.wire.sse import SSEParser
-from tests.upstream import (anthropic_stream_events, error_answer, json_answer, anthropic_message,
-                            raw_sse_answer, sse_answer, sse_then_drop, sse_then_hang,
-                            tool_use_stream_events, encode_event, message_start_event, error_event)
-
-from .conftest import ANSWER_CANARY, PROMPT_CANARY, anthropic_channel, wait_for_row
+from tests.support.app import anthropic_channel, wait_for_row
+from tests.support.constants import ANSWER_CANARY, PROMPT_CANARY
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, encode_event, error_answer,
+                                    error_event, json_answer, message_start_event, raw_sse_answer, sse_answer,
+                                    sse_then_drop, sse_then_hang, tool_use_stream_events)
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "stream": True,
         "messages": [{"role": "user", "content": f"Hello {PROMPT_CANARY}"}]}

@@ -6,10 +6,11 @@ import pytest
 import requests
 
 from app.models import Channel
-from tests.clouds import FakeVertex, google_error
-from tests.upstream import anthropic_message, anthropic_stream_events, encode_event, json_answer, sse_answer
-
-from .conftest import PROMPT_CANARY, SECRETS_USED, assert_error, wait_for_row
+from tests.support.app import assert_error, wait_for_row
+from tests.support.clouds import FakeVertex, google_error
+from tests.support.constants import PROMPT_CANARY, SECRETS_USED
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, encode_event, json_answer,
+                                    sse_answer)
 
 MODEL = "claude-sonnet-4-5@20250929"
 

@@ -10,11 +10,11 @@ import pytest
 import requests
 
 from app.adaptors import estimate_tokens
-from tests.test_processes import (GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs,  # noqa: F401
-                                  run, url, wait_until_serving)
-from tests.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
-
-from .conftest import UPSTREAM_KEY, free_port
+from tests.support.admin import AdminClient
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.net import free_port, url
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 pytestmark = pytest.mark.slow
 

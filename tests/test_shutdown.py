@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import threading
 import time
@@ -24,12 +23,13 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from tests.test_faults import query
-from tests.test_processes import (BIN, GUNICORN, REPO, AdminClient, base_env, procs,  # noqa: F401
-                                  run, url, wait_until_serving)
-from tests.upstream import anthropic_message, anthropic_stream_events, hang_answer, json_answer, sse_answer
-
-from .conftest import PG_URL, UPSTREAM_KEY, free_port
+from tests.support.admin import AdminClient
+from tests.support.constants import PG_URL, UPSTREAM_KEY
+from tests.support.database import query
+from tests.support.net import free_port, url
+from tests.support.processes import BIN, GUNICORN, REPO, base_env, run, wait_until_serving
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, hang_answer, json_answer,
+                                    sse_answer)
 
 pytestmark = pytest.mark.slow
 

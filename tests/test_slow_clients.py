@@ -17,8 +17,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import free_port
-from tests.test_processes import GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs, run, wait_until_serving  # noqa: F401
+from tests.support.admin import AdminClient
+from tests.support.net import free_port
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,10 @@ from app.db import db
 from app.models import ApiKey, Channel, RequestLog
 from app.pg_budget import Limits, assess
 from app.wire.sse import SSEParser
-from tests.upstream import anthropic_message, anthropic_stream_events, hang_answer, json_answer, sse_answer
-
-from .conftest import Admin, anthropic_channel, settled
+from tests.support.admin import AdminClient
+from tests.support.app import anthropic_channel, settled
+from tests.support.upstream import (anthropic_message, anthropic_stream_events, hang_answer, json_answer,
+                                    sse_answer)
 
 START = {"input_tokens": 300, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 40,
          "output_tokens": 1}
@@ -168,7 +169,7 @@ def test_an_exhausted_pool_answers_503_overloaded_after_a_bounded_wait(env, monk
     upgrade(db.obj)
     try:
         client = app.test_client()
-        key = Admin(client).create_key(name="k")
+        key = AdminClient(client).create_key(name="k")
         app.extensions["octorelay.key_cache"].clear()
         size = db.obj._max_connections  # OCTORELAY_DB_POOL on PostgreSQL; SQLite keeps its own
         holding, release = threading.Barrier(size + 1, timeout=10), threading.Event()

@@ -5,9 +5,8 @@ import anthropic
 import pytest
 
 from app.models import ApiKey, RequestLog
-from tests.upstream import anthropic_message, body_answer, error_answer, json_answer
-
-from .conftest import anthropic_channel, assert_error, wait_for_row
+from tests.support.app import anthropic_channel, assert_error, wait_for_row
+from tests.support.upstream import anthropic_message, body_answer, error_answer, json_answer
 
 BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -115,13 +114,12 @@ def test_an_upstream_body_past_the_cap_is_a_502_not_a_full_worker(env, upstream,
     """Answers and error bodies are read whole: OCTORELAY_MAX_UPSTREAM_BODY_MB bounds them."""
     from app import create_app
     from app.db import db, upgrade
-
-    from .conftest import Admin
+    from tests.support.admin import AdminClient
 
     app = create_app({**env, "OCTORELAY_MAX_UPSTREAM_BODY_MB": "1"})
     upgrade(db.obj)
     try:
-        admin = Admin(app.test_client())
+        admin = AdminClient(app.test_client())
         anthropic_channel(admin, upstream)
         key = admin.create_key(name="k")
         huge = anthropic_message("x" * (2 * 1024 * 1024))
@@ -153,14 +151,13 @@ def test_count_tokens_failures_never_cool_a_channel(client, admin, upstream, key
 def test_count_tokens_is_limited_per_key_and_refused_past_the_budget(env, upstream):
     from app import create_app
     from app.db import db, upgrade
-
-    from .conftest import Admin
+    from tests.support.admin import AdminClient
 
     app = create_app({**env, "OCTORELAY_COUNT_TOKENS_RPM": "3"})
     upgrade(db.obj)
     try:
         client = app.test_client()
-        admin = Admin(client)
+        admin = AdminClient(client)
         anthropic_channel(admin, upstream)
         upstream.set_default(json_answer({"input_tokens": 12}), path="/v1/messages/count_tokens")
         key, other = admin.create_key(name="a"), admin.create_key(name="b")

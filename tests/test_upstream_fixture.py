@@ -8,24 +8,10 @@ import time
 import pytest
 import requests
 
-from tests.upstream import upstream  # noqa: F401  (fixture; conftest may re-export it instead)
-from tests.upstream import (
-    Upstream,
-    anthropic_message,
-    anthropic_stream_events,
-    body_answer,
-    drop_answer,
-    error_answer,
-    error_event,
-    hang_answer,
-    json_answer,
-    raw_answer,
-    raw_sse_answer,
-    sse_answer,
-    sse_then_drop,
-    sse_then_hang,
-    tool_use_stream_events,
-)
+from tests.support.upstream import (Upstream, anthropic_message, anthropic_stream_events, body_answer,
+                                    drop_answer, error_answer, error_event, hang_answer, json_answer,
+                                    raw_answer, raw_sse_answer, sse_answer, sse_then_drop, sse_then_hang,
+                                    tool_use_stream_events)
 
 
 def post(up, path="/v1/messages", **kwargs):

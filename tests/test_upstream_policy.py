@@ -4,8 +4,8 @@ import pytest
 from app import create_app
 from app.db import db, upgrade
 from app.services.channels import UpstreamPolicy
-
-from .conftest import Admin, assert_error
+from tests.support.admin import AdminClient
+from tests.support.app import assert_error
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_policy(url, allowed):
 
 
 def test_admin_cannot_point_a_channel_outside_the_policy(strict):
-    admin = Admin(strict)
+    admin = AdminClient(strict)
     body = {"name": "x", "type": "openai", "models": ["m"], "base_url": "http://10.0.0.5:8000/v1"}
     assert_error(admin.post("/admin/channels", json=body), 400, "invalid_request_error", contains="base_url:")
     ok = admin.post("/admin/channels", json={"name": "a", "type": "anthropic", "models": ["claude-*"]})
@@ -42,7 +42,7 @@ def test_admin_cannot_point_a_channel_outside_the_policy(strict):
 
 
 def test_channels_made_before_the_policy_are_not_used(env, admin, upstream):
-    from .conftest import anthropic_channel
+    from tests.support.app import anthropic_channel
 
     anthropic_channel(admin, upstream)  # http://127.0.0.1:PORT, made without a policy
     key = admin.create_key(name="k")

@@ -15,8 +15,8 @@ import pytest
 from app.models import RequestLog
 from app.schemas import usage as usage_query
 from app.services.usage import LOG_FIELDS, recent_logs, usage_report
-
-from .conftest import ADMIN_TOKEN, assert_error
+from tests.support.app import assert_error
+from tests.support.constants import ADMIN_TOKEN
 
 SONNET, HAIKU = "claude-sonnet-4-5", "claude-haiku-4-5"
 TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from app.adaptors import estimate_input_tokens
-
-from .conftest import UPSTREAM_KEY, wait_for_row
-from .test_relay_openai import MODEL, done, text_stream
+from tests.support.app import wait_for_row
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.openai import MODEL, done, text_stream
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = Path(__file__).resolve().parent / "clients" / "vercel_ai_stream.cjs"
+SCRIPT = Path(__file__).resolve().parent / "support" / "clients" / "vercel_ai_stream.cjs"
 CANDIDATES = [os.environ.get("OCTORELAY_NODE_MODULES", ""), str(REPO / ".ci/node/node_modules"),
               str(REPO / "node_modules")]
 PROMPT = "Tell me about the sea. " * 30

@@ -6,9 +6,8 @@ from flask.testing import FlaskClient
 
 from app.models import ApiKey, RequestLog
 from app.services.writer import SettlementWriter
-
-from .conftest import anthropic_channel
-from tests.upstream import anthropic_message, json_answer
+from tests.support.app import anthropic_channel
+from tests.support.upstream import anthropic_message, json_answer
 
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
 

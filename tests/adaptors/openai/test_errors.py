@@ -7,7 +7,7 @@ import anthropic
 import pytest
 
 from tests.adaptors.openai.support import ADAPTOR
-from tests.upstream import BodyAnswer
+from tests.support.upstream import BodyAnswer
 
 
 @pytest.mark.parametrize("status, out_status, error_type", [

@@ -9,7 +9,7 @@ import pytest
 from app.adaptors.base import Usage
 from app.errors import UpstreamError
 from tests.adaptors.openai.support import ADAPTOR, USAGE, completion
-from tests.upstream import BodyAnswer
+from tests.support.upstream import BodyAnswer
 
 
 def response(message: dict, **kw) -> tuple[dict, Usage]:

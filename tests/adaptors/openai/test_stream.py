@@ -14,19 +14,9 @@ import pytest
 
 from app.adaptors.base import Usage, estimate_tokens
 from app.adaptors.openai import OpenAIStream
-from tests.adaptors.openai.support import (
-    USAGE,
-    accumulate,
-    check_sequence,
-    chunk,
-    completion,
-    events,
-    names,
-    run,
-    sse,
-    text_stream,
-)
-from tests.upstream import raw_sse_answer
+from tests.adaptors.openai.support import (USAGE, accumulate, check_sequence, chunk, completion, events,
+                                           names, run, sse, text_stream)
+from tests.support.upstream import raw_sse_answer
 
 
 @pytest.mark.parametrize("mode", ["chunks", "bytes", "blob"])

@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 CHROMIUM = os.environ.get("OCTORELAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = pathlib.Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = pathlib.Path(__file__).resolve().parents[1] / "artifacts"  # tests/artifacts
 TIMEOUT_MS = 10_000
 
 # Reported as console errors, so a violation fails the test like any other error.

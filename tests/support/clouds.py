@@ -35,8 +35,8 @@ from botocore.credentials import Credentials
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.upstream import (Answer, BodyAnswer, RecordedRequest, StreamAnswer, anthropic_message,
-                            anthropic_stream_events, json_answer, sse_answer)
+from tests.support.upstream import (Answer, BodyAnswer, RecordedRequest, StreamAnswer, anthropic_message,
+                                    anthropic_stream_events, json_answer, sse_answer)
 
 # --------------------------------------------------------------------------- AWS event stream
 
@@ -201,7 +201,7 @@ def default_bedrock_answer(call: BedrockCall) -> Answer:
 
 
 def anthropic_events(chunks, **kwargs) -> list[dict]:
-    """tests.upstream's streamed reply as plain event dicts."""
+    """tests.support.upstream's streamed reply as plain event dicts."""
     return [data for _, data in anthropic_stream_events(chunks, **kwargs)]
 
 

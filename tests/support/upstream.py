@@ -9,7 +9,7 @@ the next scripted answer and can misbehave at the socket level.
 
 Usage from a relay test::
 
-    from tests.upstream import upstream, sse_answer, anthropic_stream_events  # or via conftest
+    from tests.support.upstream import upstream, sse_answer, anthropic_stream_events  # or via conftest
 
     def test_streams(upstream):
         upstream.script(sse_answer(anthropic_stream_events(["Hi"]), delay=0.1))
