@@ -7,9 +7,10 @@ from app.db import db
 from app.models import ApiKey, RequestLog
 from app.services.accounting import Spool
 from tests.support.app import anthropic_channel
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, json_answer
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body(max_tokens=10)
 USAGE = {"input_tokens": 100, "output_tokens": 10}
 
 

@@ -59,11 +59,6 @@ def three(admin, upstream):
     return out
 
 
-@pytest.fixture
-def key(admin):
-    return admin.create_key(name="k")
-
-
 def post(client, key, body, headers=None):
     return client.post("/v1/messages", data=json.dumps(body), headers={
         "x-api-key": key["key"], "content-type": "application/json", **(headers or {})})
@@ -377,17 +372,14 @@ def test_two_workers_keep_each_conversation_on_one_channel(env, procs, upstream,
     from prometheus_client.mmap_dict import MmapedDict
 
     from tests.support.admin import AdminClient
-    from tests.support.net import free_port, url
-    from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+    from tests.support.net import url
+    from tests.support.processes import serve_gunicorn
 
-    port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    server_env = base_env(**{**env, "REDIS_URL": redis_url}, PORT=str(port), WEB_CONCURRENCY="2",
-                          OCTORELAY_THREADS="16", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
-    wait_until_serving(proc, port)
+    served = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=2, threads=16,
+                            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    proc, port = served.proc, served.port
     admin = AdminClient(port)
     upstream.set_default(json_answer(anthropic_message()))
     channels = {}

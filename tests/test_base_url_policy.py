@@ -21,10 +21,11 @@ from app.models import Channel
 from app.services.upstream_policy import UpstreamPolicy
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel, assert_error
+from tests.support.bodies import messages_body
 from tests.support.constants import UPSTREAM_KEY
 from tests.support.upstream import anthropic_message, json_answer
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body("claude-sonnet-4-5", 5)
 
 REFUSED = {  # base_url -> what the 400 must name
     "http://127.0.0.1:9/elsewhere?": "query",

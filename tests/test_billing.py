@@ -6,10 +6,11 @@ from app.adaptors.base import Usage
 from app.models import ApiKey, RequestLog
 from app.services.pricing import Price, PriceTable, Rates, cost_nanos
 from tests.support.app import anthropic_channel, assert_error, wait_for_row
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 MODEL = "claude-test-9"
-BODY = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body(MODEL)
 # USD per MTok
 PRICE = {"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3}
 SPLIT = {"cache_creation_input_tokens": 1000,
@@ -24,11 +25,6 @@ def expected_nanos(inp, out, cw5, cw1h, cr, *, rates=(3, 15, 3.75, 6, 0.3), sear
     usd = (inp * r_in + cw5 * r_cw + cw1h * r_cw1h + cr * r_cr + out * r_out) / D(10**6) \
         + searches * D(str(per_1k)) / 1000
     return int((usd * 10**9).to_integral_value())
-
-
-@pytest.fixture
-def key(admin):
-    return admin.create_key(name="k")
 
 
 def put_price(admin, model=MODEL, **fields):

@@ -27,8 +27,7 @@ from app.services.auth import KeySnapshot
 from tests.support.admin import AdminClient
 from tests.support.app import assert_error
 from tests.support.constants import SECRETS_USED
-from tests.support.net import free_port
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
+from tests.support.processes import serve_gunicorn, worker_pids
 
 MODEL = "claude-sonnet-4-5"
 MB = 1024 * 1024
@@ -198,11 +197,8 @@ def test_commas_and_brackets_inside_strings_do_not_count():
 
 @pytest.mark.slow
 def test_gunicorn_worker_stays_flat_for_an_over_limit_key_and_serves_others(env, procs):
-    port = free_port()
-    server_env = base_env(**env, PORT=str(port), WEB_CONCURRENCY="1", OCTORELAY_MAX_BODY_MB="32")
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
-    wait_until_serving(proc, port)
+    served = serve_gunicorn(procs, env, workers=1, OCTORELAY_MAX_BODY_MB="32")
+    proc, port = served.proc, served.port
     admin = AdminClient(port)
     admin.create_channel(name="mock", type="mock", models=["claude-*"])
     limited, other = admin.create_key(rpm=1)["key"], admin.create_key()["key"]

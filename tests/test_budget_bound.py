@@ -16,11 +16,12 @@ from app.adaptors import estimate_tokens
 from app.db import db, upgrade
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, hang_answer, json_answer
 
 pytestmark = pytest.mark.slow
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body()
 BUDGET_NANOS = 100_000_000  # $0.10
 REAL = 50_000 * 3000 + 100 * 15000  # what the upstream bills each request: $0.1515 (sonnet: $3 in, $15 out)
 

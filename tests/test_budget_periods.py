@@ -11,9 +11,10 @@ from app.services import keys as key_service
 from app import periods
 from app.timefmt import iso
 from tests.support.app import anthropic_channel, assert_error, settled
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body()
 USAGE = {"input_tokens": 1000, "output_tokens": 100}  # sonnet ($3 / $15 per million): $0.0045, 1100 tokens
 COST = 1000 * 3000 + 100 * 15000
 NEW_YEAR = datetime(2027, 1, 1)  # a Friday: the start of a day and a month, not of a week

@@ -21,13 +21,14 @@ import pytest
 from app.config import ConfigError, load_settings
 from app.models import RequestLog
 from tests.support.app import anthropic_channel, assert_error, settled, wait_for_row
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SDK_CANDIDATES = [os.environ.get("OCTORELAY_NODE_MODULES", ""), str(REPO / ".ci/node/node_modules"),
                   str(REPO / "node_modules")]
 BROWSER_HEADER = "anthropic-dangerous-direct-browser-access"
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}
+BODY = messages_body("claude-sonnet-4-5", 20, "Hello")
 ASKED = "anthropic-version,content-type,x-api-key," + BROWSER_HEADER
 
 

@@ -17,6 +17,7 @@ import pytest
 from app.models import RequestLog
 from app.web.dashboard import PAGES, SECURITY_HEADERS
 from tests.support.app import anthropic_channel, assert_error
+from tests.support.bodies import messages_body
 from tests.support.constants import ADMIN_TOKEN, SECRETS_USED, UPSTREAM_KEY
 from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
                                     sse_answer)
@@ -29,7 +30,7 @@ except ImportError:  # the browser fixture skips (or fails, in CI) with the reas
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGE_PATHS = ["/dashboard" + path for path, _ in PAGES.values()] + ["/dashboard", "/dashboard/signin"]
 STATIC = ["/static/dashboard/api.js", "/static/dashboard/dashboard.css", "/static/dashboard/chart.umd.min.js"]
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [{"role": "user", "content": "Hello"}]}
+BODY = messages_body(max_tokens=50, content="Hello")
 XSS = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
 

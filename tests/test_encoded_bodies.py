@@ -14,10 +14,10 @@ import requests
 
 from app.models import RequestLog
 from tests.support.app import anthropic_channel, assert_error, settled
+from tests.support.bodies import messages_body
 from tests.support.upstream import json_answer
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 10,
-        "messages": [{"role": "user", "content": "Hello, compressed \u00e9"}]}
+BODY = messages_body("claude-sonnet-4-5", 10, "Hello, compressed \u00e9")
 RAW = json.dumps(BODY, ensure_ascii=False).encode()
 
 

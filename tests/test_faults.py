@@ -28,15 +28,16 @@ from app.db import db, upgrade
 from app.models import ApiKey, RequestLog
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel, assert_error
+from tests.support.bodies import messages_body
 from tests.support.constants import PG_URL, UPSTREAM_KEY
 from tests.support.database import query
 from tests.support.net import free_port, url
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
+from tests.support.processes import base_env, migrate, serve_gunicorn, worker_pids
 from tests.support.upstream import (anthropic_message, anthropic_stream_events, body_answer, encode_event,
                                     json_answer, message_start_event, raw_answer, raw_sse_answer, sse_answer)
 from tests.support.waiting import wait_until
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]}
+BODY = messages_body(content="Hello")
 STREAM_BODY = {**BODY, "stream": True}
 SONNET_NANOS = (3000, 15000, 3750, 300)  # claude-sonnet-4-6 list price, nano-dollars a token: in, out, cache w/r
 
@@ -221,18 +222,9 @@ def socket_owner(server_port: int, client_port: int, pids: list[int]) -> int | N
 
 def start_gunicorn(procs, env: dict, *, workers: int, name: str = "gunicorn", **extra):
     """gunicorn -c gunicorn.conf.py bound to 127.0.0.1 only; returns (proc, port)."""
-    port = free_port()
-    server_env = base_env(**env, PORT=str(port), WEB_CONCURRENCY=str(workers), OCTORELAY_THREADS="32",
-                          **extra)
-    server_env["GUNICORN_CMD_ARGS"] = f"--no-control-socket --bind 127.0.0.1:{port}"
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name=name)
-    wait_until_serving(proc, port)
-    return proc, port
-
-
-def migrate(env: dict) -> None:
-    done = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=base_env(**env))
-    assert done.returncode == 0, done.stderr
+    served = serve_gunicorn(procs, env, workers=workers, threads=32, bind_loopback=True, upgrade=False,
+                            name=name, **extra)
+    return served.proc, served.port
 
 
 def fresh_post(port: int, key: str, body: dict = BODY, timeout: float = 10.0) -> requests.Response:
@@ -287,11 +279,6 @@ class RawStream:
 
 
 # --------------------------------------------------------------------------- 1. malformed upstream answers
-
-
-@pytest.fixture
-def key(admin):
-    return admin.create_key(name="faults")
 
 
 MALFORMED_STREAMS = {

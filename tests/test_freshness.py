@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support.admin import AdminClient
-from tests.support.net import free_port, url
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.net import url
+from tests.support.processes import OCTORELAY, REPO, run, serve_gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +30,8 @@ def warm(port, key, model, status):
 
 @pytest.fixture
 def served(env, procs, redis_url):
-    server_env = base_env(**{**env, "REDIS_URL": redis_url})
-    upgraded = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env)
-    assert upgraded.returncode == 0, upgraded.stderr
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                   env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "2"}, name="gunicorn")
-    wait_until_serving(server, port)
-    return port, AdminClient(port), server_env
+    served = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=2)
+    return served.port, served.admin, served.env
 
 
 def test_channel_create_and_disable_apply_to_the_next_request(served):

@@ -18,10 +18,9 @@ import time
 
 import pytest
 
-from tests.support.admin import AdminClient
+from tests.support.bodies import messages_bytes
 from tests.support.constants import SECRETS_USED, UPSTREAM_KEY
-from tests.support.net import free_port
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
+from tests.support.processes import serve_gunicorn, wait_for_workers
 from tests.support.raw_http import RawConn, exchange, healthz_ok
 
 pytestmark = pytest.mark.slow
@@ -29,25 +28,18 @@ pytestmark = pytest.mark.slow
 HOST = "127.0.0.1"
 VALUE = 16_384  # the contract's largest header value
 TICK = os.sysconf("SC_CLK_TCK")
-SMALL_BODY = b'{"model":"claude-x","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
+SMALL_BODY = messages_bytes("claude-x", 5, compact=True)
 
 
 @pytest.fixture
 def server(env, procs, upstream):
-    port = free_port()
-    server_env = base_env(**env, PORT=str(port), WEB_CONCURRENCY="1")
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
-    wait_until_serving(proc, port)
-    admin = AdminClient(port)
+    served = serve_gunicorn(procs, env, workers=1)
+    proc, port, admin = served.proc, served.port, served.admin
     admin.create_channel(name="up", type="anthropic", base_url=upstream.url, api_key=UPSTREAM_KEY,
                          models=["claude-*"])
     key = admin.create_key(name="k")["key"]
     SECRETS_USED.add(key)
-    deadline = time.monotonic() + 10
-    while not (workers := worker_pids(proc.popen.pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (worker,) = workers
+    (worker,) = wait_for_workers(proc)
     return port, worker, key, upstream
 
 

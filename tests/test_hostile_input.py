@@ -47,9 +47,9 @@ from app.db import db
 from app.models import ApiKey, Channel, ModelPrice
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel
+from tests.support.bodies import messages_bytes
 from tests.support.constants import ADMIN_TOKEN, SECRETS_USED, UPSTREAM_KEY
-from tests.support.net import free_port
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving, worker_pids
+from tests.support.processes import serve_gunicorn, wait_for_workers, worker_pids
 from tests.support.raw_http import RawConn, RawResponse, exchange, healthz_ok
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
@@ -1176,8 +1176,7 @@ HOST = "127.0.0.1"
 LIMIT_MB = 0.05
 LIMIT = int(LIMIT_MB * 1024 * 1024)
 SOCKET_TIMEOUT = 5.0
-SMALL_BODY = json.dumps({"model": "claude-x", "max_tokens": 5,
-                         "messages": [{"role": "user", "content": "hi"}]}).encode()
+SMALL_BODY = messages_bytes("claude-x", 5)
 
 
 UNEXPECTED_STDERR = ("WORKER TIMEOUT", "Worker exiting", "Error handling request", '"unhandled error"',
@@ -1224,20 +1223,14 @@ class Gunicorn:
 
 @pytest.fixture
 def gunicorn(env, procs, upstream):
-    port = free_port()
-    server_env = base_env(**{**env, "LOG_LEVEL": "info"}, PORT=str(port), WEB_CONCURRENCY="1",
-                          OCTORELAY_THREADS="16", OCTORELAY_MAX_BODY_MB=str(LIMIT_MB))
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
-    wait_until_serving(proc, port)
-    admin = AdminClient(port)
+    served = serve_gunicorn(procs, env, workers=1, threads=16, LOG_LEVEL="info",
+                            OCTORELAY_MAX_BODY_MB=str(LIMIT_MB))
+    proc, port, admin = served.proc, served.port, served.admin
     channel = admin.create_channel(name="up", type="anthropic", base_url=upstream.url, api_key=UPSTREAM_KEY,
                                    models=["claude-*"])
     key = admin.create_key(name="hostile")["key"]
     SECRETS_USED.add(key)
-    deadline = time.monotonic() + 10
-    while not (workers := worker_pids(proc.popen.pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    workers = wait_for_workers(proc)
     assert len(workers) == 1, workers
     return Gunicorn(port, proc, admin, key, channel["id"], upstream, workers)
 

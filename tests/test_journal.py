@@ -16,11 +16,11 @@ import requests
 from app.db import db
 from app.models import ApiKey, RequestJournal, RequestLog, WorkerBeat, utcnow
 from tests.support.app import anthropic_channel, settled
-from tests.support.net import free_port
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.bodies import messages_body
+from tests.support.processes import serve_gunicorn
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body()
 
 
 @pytest.fixture
@@ -126,12 +126,8 @@ def test_a_dead_workers_entries_are_settled_once_at_their_reservation(app, admin
 
 @pytest.mark.slow
 def test_sigkill_leaves_orphaned_rows_and_frees_the_slots(env, procs, upstream, redis_url, tmp_path):
-    server_env = base_env(**{**env, "REDIS_URL": redis_url, "OCTORELAY_LEASE_TTL": "3"})
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                   env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "2"}, name="gunicorn")
-    wait_until_serving(server, port)
+    served = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=2, OCTORELAY_LEASE_TTL="3")
+    server, port = served.proc, served.port
     base = f"http://127.0.0.1:{port}"
     admin = {"Authorization": f"Bearer {env['OCTORELAY_ADMIN_TOKEN']}"}
     requests.post(f"{base}/admin/channels", headers=admin, timeout=10, json={

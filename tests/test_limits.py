@@ -14,11 +14,12 @@ from app.models import RequestLog
 from app.services.leases import MemoryLeases, RedisLeases
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel, assert_error
+from tests.support.bodies import messages_body
 from tests.support.net import free_port
 from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
                                     sse_answer)
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body()
 # 1000 in + 100 out on sonnet ($3 / $15 per million) = $0.0045
 USAGE = {"input_tokens": 1000, "output_tokens": 100}
 

@@ -21,8 +21,8 @@ from cryptography.fernet import Fernet
 from tests.support.admin import AdminClient
 from tests.support.constants import ADMIN_TOKEN, PG_URL
 from tests.support.net import free_port, url
-from tests.support.processes import (GUNICORN, OCTORELAY, REPO, START_TIMEOUT, Proc, base_env, get, run,
-                                     wait_until_serving)
+from tests.support.processes import (GUNICORN, OCTORELAY, REPO, START_TIMEOUT, Proc, base_env, get,
+                                     serve_gunicorn, wait_until_serving)
 
 pytestmark = pytest.mark.slow
 
@@ -169,15 +169,8 @@ def is_auth_error(resp: requests.Response) -> bool:
 
 
 def test_gunicorn_workers_see_revocation_and_model_changes_within_2s(env, procs, redis_url):
-    server_env = base_env(**{**env, "REDIS_URL": redis_url})
-    upgraded = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env)
-    assert upgraded.returncode == 0, upgraded.stderr
-
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                   env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "2"}, name="gunicorn")
-    wait_until_serving(server, port)
-    admin = AdminClient(port)
+    served = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=2)
+    server, port, admin = served.proc, served.port, served.admin
     admin.create_channel()
     doomed = admin.create_key(name="doomed")
     narrowed = admin.create_key(name="narrowed")
@@ -289,13 +282,8 @@ def database_text(database_url: str) -> bytes:
 
 
 def test_secrets_stay_out_of_logs_and_database(env, procs):
-    server_env = base_env(**env)
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                   env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "1"}, name="gunicorn")
-    wait_until_serving(server, port)
-    admin = AdminClient(port)
+    served = serve_gunicorn(procs, env, workers=1)
+    server, port, admin = served.proc, served.port, served.admin
 
     upstream_secret = f"SECRETUPSTREAM-{secrets.token_hex(12)}"
     upstream_key = f"sk-ant-api03-{upstream_secret}"
@@ -352,12 +340,8 @@ def test_secrets_stay_out_of_logs_and_database(env, procs):
 def test_sigterm_is_not_held_up_by_idle_keep_alive_connections(env, procs, worker_class):
     """A deploy's SIGTERM: an idle keep-alive connection (a client pool between requests) must
     not keep the worker alive until keepalive or graceful_timeout runs out."""
-    server_env = base_env(**env, OCTORELAY_WORKER_CLASS=worker_class)
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env={**server_env, "PORT": str(port)},
-                   name="gunicorn")
-    wait_until_serving(server, port)
+    served = serve_gunicorn(procs, env, worker_class=worker_class)
+    server, port = served.proc, served.port
     assert f"Using worker: app.{worker_class}_worker.Worker" \
         in server.stderr
     with requests.Session() as idle:  # keeps its connection open after the answer

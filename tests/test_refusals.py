@@ -2,9 +2,10 @@
 (key, model, status, error type; no channel, no cost), bounded per key; unknown keys leave none."""
 from app.models import RequestLog
 from tests.support.app import anthropic_channel, settled
+from tests.support.bodies import messages_body
 from tests.support.upstream import error_answer
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body(max_tokens=10)
 
 
 def post(client, key, body=BODY):

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.support.admin import AdminClient
+from tests.support.bodies import messages_body
 from tests.support.constants import UPSTREAM_KEY
-from tests.support.net import free_port, url
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.net import url
+from tests.support.processes import serve_gunicorn
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 pytestmark = pytest.mark.slow
@@ -20,20 +20,15 @@ pytestmark = pytest.mark.slow
 USAGE = {"input_tokens": 120, "output_tokens": 30, "cache_creation_input_tokens": 7,
          "cache_read_input_tokens": 1000}
 PER_REQUEST_TOKENS = 120 + 30 + 7 + 1000
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+BODY = messages_body(max_tokens=50)
 
 
 @pytest.fixture
 def server(env, procs, upstream, redis_url):
     """gunicorn with two workers (sharing limits in Redis), one channel pointed at the scripted upstream."""
-    port = free_port()
-    server_env = base_env(**{**env, "REDIS_URL": redis_url}, PORT=str(port), WEB_CONCURRENCY="2",
-                          OCTORELAY_THREADS="16",
-                          OCTORELAY_MAX_BODY_MB="0.05")
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
-    wait_until_serving(proc, port)
-    admin = AdminClient(port)
+    served = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=2, threads=16,
+                            OCTORELAY_MAX_BODY_MB="0.05")
+    port, admin = served.port, served.admin
     admin.create_channel(name="up", type="anthropic", base_url=upstream.url, api_key=UPSTREAM_KEY,
                          models=["claude-*"])
     return port, admin, admin.create_key(name="load")

@@ -5,17 +5,12 @@ import pytest
 
 from app.models import ApiKey, RequestLog
 from tests.support.app import anthropic_channel, assert_error
+from tests.support.bodies import messages_body
 from tests.support.constants import ANSWER_CANARY, PROMPT_CANARY, UPSTREAM_KEY
 from tests.support.upstream import (anthropic_message, body_answer, drop_answer, error_answer, hang_answer,
                                     json_answer)
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 100,
-        "messages": [{"role": "user", "content": f"Hello {PROMPT_CANARY}"}]}
-
-
-@pytest.fixture
-def key(admin):
-    return admin.create_key(name="k")
+BODY = messages_body("claude-sonnet-4-5", content=f"Hello {PROMPT_CANARY}")
 
 
 def conversation(i: int) -> dict:

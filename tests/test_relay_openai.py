@@ -18,11 +18,6 @@ def openai_channel(admin, upstream):
 
 
 @pytest.fixture
-def key(admin):
-    return admin.create_key(name="k")
-
-
-@pytest.fixture
 def sdk(live, key):
     return anthropic.Anthropic(api_key=key["key"], base_url=live, max_retries=0)
 

@@ -9,18 +9,13 @@ import requests
 from app.models import ApiKey
 from app.wire.sse import SSEParser
 from tests.support.app import anthropic_channel, wait_for_row
+from tests.support.bodies import messages_body
 from tests.support.constants import ANSWER_CANARY, PROMPT_CANARY
 from tests.support.upstream import (anthropic_message, anthropic_stream_events, encode_event, error_answer,
                                     error_event, json_answer, message_start_event, raw_sse_answer, sse_answer,
                                     sse_then_drop, sse_then_hang, tool_use_stream_events)
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "stream": True,
-        "messages": [{"role": "user", "content": f"Hello {PROMPT_CANARY}"}]}
-
-
-@pytest.fixture
-def key(admin):
-    return admin.create_key(name="k")
+BODY = messages_body(content=f"Hello {PROMPT_CANARY}", stream=True)
 
 
 def events_of(data: bytes):

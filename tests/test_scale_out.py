@@ -11,16 +11,16 @@ import requests
 
 from app.adaptors import estimate_tokens
 from tests.support.admin import AdminClient
+from tests.support.bodies import messages_body
 from tests.support.constants import UPSTREAM_KEY
-from tests.support.net import free_port, url
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.net import url
+from tests.support.processes import migrate, serve_gunicorn
 from tests.support.upstream import anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
 pytestmark = pytest.mark.slow
 
 # ~4 KB of prompt: about the 1000 input tokens the scripted upstream reports using
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100,
-        "messages": [{"role": "user", "content": "Tell me about rate limits. " * 148}]}
+BODY = messages_body(content="Tell me about rate limits. " * 148)
 USAGE = {"input_tokens": 1000, "output_tokens": 100}  # 1100 tokens, $0.0045 on sonnet
 ACTUAL_NANOS = 1000 * 3000 + 100 * 15000
 
@@ -28,15 +28,10 @@ ACTUAL_NANOS = 1000 * 3000 + 100 * 15000
 @pytest.fixture
 def instances(env, procs, upstream, redis_url):
     """Ports of two instances on one DB and one Redis, and an admin client for the first."""
-    shared = base_env(**{**env, "REDIS_URL": redis_url}, WEB_CONCURRENCY="2", OCTORELAY_THREADS="16")
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=shared).returncode == 0
-    ports = []
-    for name in ("a", "b"):
-        port = free_port()
-        proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env={**shared, "PORT": str(port)},
-                     name=f"instance-{name}")
-        wait_until_serving(proc, port)
-        ports.append(port)
+    shared = {**env, "REDIS_URL": redis_url}
+    migrate(shared)
+    ports = [serve_gunicorn(procs, shared, workers=2, threads=16, upgrade=False, name=f"instance-{name}").port
+             for name in ("a", "b")]
     admin = AdminClient(ports[0])
     admin.create_channel(name="up", type="anthropic", base_url=upstream.url, api_key=UPSTREAM_KEY,
                          models=["claude-*"])

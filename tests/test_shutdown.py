@@ -27,7 +27,7 @@ from tests.support.admin import AdminClient
 from tests.support.constants import PG_URL, UPSTREAM_KEY
 from tests.support.database import query
 from tests.support.net import free_port, url
-from tests.support.processes import BIN, GUNICORN, REPO, base_env, run, wait_until_serving
+from tests.support.processes import BIN, REPO, base_env, migrate, run, serve_gunicorn, wait_until_serving
 from tests.support.upstream import (anthropic_message, anthropic_stream_events, hang_answer, json_answer,
                                     sse_answer)
 
@@ -222,15 +222,12 @@ def test_slow_requests_through_two_instances_keep_other_keys_served(env, limited
 
     database_url, role = limited_pg
     shared = {**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
-    done = run([str(BIN / "octorelay"), "db", "upgrade"], cwd=REPO, env=base_env(**shared))
-    assert done.returncode == 0, done.stderr
+    migrate(shared)
     servers = []
     for i in range(INSTANCES):  # default worker class and connections per worker, as deployed
-        port = free_port()
-        server_env = base_env(**shared, PORT=str(port), WEB_CONCURRENCY=str(WORKERS))
-        server_env["GUNICORN_CMD_ARGS"] = f"--no-control-socket --bind 127.0.0.1:{port}"
-        proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name=f"instance{i}")
-        servers.append((proc, port))
+        served = serve_gunicorn(procs, shared, workers=WORKERS, bind_loopback=True, upgrade=False, wait=False,
+                                name=f"instance{i}")
+        servers.append((served.proc, served.port))
     for proc, port in servers:
         wait_until_serving(proc, port)
     ports = [port for _, port in servers]

@@ -17,28 +17,22 @@ import time
 import pytest
 import requests
 
-from tests.support.admin import AdminClient
-from tests.support.net import free_port
-from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.bodies import messages_bytes
+from tests.support.processes import serve_gunicorn
 
 pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.1"
 SLOTS = 4
 DEADLINE_S = 2.0
-BODY = json.dumps({"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
+BODY = messages_bytes("claude-x", 5)
 
 
 @pytest.fixture(params=["gevent", "gthread"])
 def server(env, procs, request):
-    port = free_port()
-    server_env = base_env(**env, PORT=str(port), WEB_CONCURRENCY="1", OCTORELAY_THREADS=str(SLOTS),
-                          OCTORELAY_WORKER_CLASS=request.param,
-                          OCTORELAY_HEADER_TIMEOUT_S=str(DEADLINE_S), OCTORELAY_BODY_TIMEOUT_S=str(DEADLINE_S))
-    assert run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env).returncode == 0
-    proc = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=server_env, name="gunicorn")
-    wait_until_serving(proc, port)
-    admin = AdminClient(port)
+    served = serve_gunicorn(procs, env, workers=1, threads=SLOTS, worker_class=request.param,
+                            OCTORELAY_HEADER_TIMEOUT_S=str(DEADLINE_S), OCTORELAY_BODY_TIMEOUT_S=str(DEADLINE_S))
+    port, admin = served.port, served.admin
     admin.create_channel(name="mock", type="mock", models=["claude-*"])
     return port, admin.create_key(name="k")["key"]
 

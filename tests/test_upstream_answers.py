@@ -6,14 +6,10 @@ import pytest
 
 from app.models import ApiKey, RequestLog
 from tests.support.app import anthropic_channel, assert_error, wait_for_row
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, body_answer, error_answer, json_answer
 
-BODY = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def key(admin):
-    return admin.create_key(name="k")
+BODY = messages_body()
 
 
 def sdk(live, key, **kwargs):

@@ -7,9 +7,10 @@ from flask.testing import FlaskClient
 from app.models import ApiKey, RequestLog
 from app.services.writer import SettlementWriter
 from tests.support.app import anthropic_channel
+from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, json_answer
 
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+BODY = messages_body("claude-sonnet-4-5", 64, "Hi")
 
 
 class Recorder:
