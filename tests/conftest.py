@@ -19,6 +19,8 @@ from tests.support.net import free_port
 from tests.support.processes import procs  # noqa: F401  (fixture: processes stopped at teardown)
 from tests.support.upstream import upstream  # noqa: F401  (fixture: a scripted upstream on loopback)
 
+ROUTING_SEED = 15  # weighted-random routing in every in-process app draws from Random(ROUTING_SEED)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def secret_audit():
@@ -95,6 +97,7 @@ def redis_url(tmp_path):
 def app(env):
     app = create_app(env)
     app.test_client_class = SettlingClient
+    app.extensions["octorelay.relay"].directory.rng.seed(ROUTING_SEED)  # the same weighted order on every run
     upgrade(db.obj)
     yield app
     app.extensions["octorelay.relay"].ledger.close()

@@ -109,7 +109,7 @@ class ChannelDirectory:
     """Enabled channels with decrypted keys, refreshed at most every `ttl` seconds."""
 
     def __init__(self, box: SecretBox, ttl: float = 1.0, policy: UpstreamPolicy = UpstreamPolicy(),
-                 feed: ChangeFeed | None = None):
+                 feed: ChangeFeed | None = None, rng: random.Random | None = None):
         self.box = box
         self.policy = policy
         self.ttl = ttl
@@ -118,7 +118,8 @@ class ChannelDirectory:
         self._loaded_at = float("-inf")
         self._version = -1
         self._lock = threading.Lock()
-        self._rng = random.Random()
+        # the randomness of the weighted order: injectable, so a test can seed it
+        self.rng = rng or random.Random()
         self._reset_checked: dict[int, float] = {}  # channel id -> when a reset was last tried
 
     def channels(self) -> list[ChannelConfig]:
@@ -175,7 +176,7 @@ class ChannelDirectory:
         return self._channels
 
     def candidates(self, model: str) -> list[ChannelConfig]:
-        return order_candidates(self.channels(), model, utcnow(), self._rng)
+        return order_candidates(self.channels(), model, utcnow(), self.rng)
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
