@@ -1,11 +1,11 @@
 """CORS for browser apps: OCTORELAY_CORS_ORIGINS, preflights, and Anthropic's browser-access header.
 
 First the headers through the test client, then a real headless Chromium
-(tests/browser.py) on a page served from another loopback origin, calling the
+(tests/support/browser.py) on a page served from another loopback origin, calling the
 relay with `fetch` and with the official TypeScript SDK (`@anthropic-ai/sdk`,
 loaded as ES modules from npm's install, `dangerouslyAllowBrowser: true`).
 Without the SDK its tests skip, unless OCTORELAY_REQUIRE_CLAUDE=1 (as in CI)
-makes that a failure; without the browser, see tests/browser.py.
+makes that a failure; without the browser, see tests/support/browser.py.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The web console at /dashboard: served pages and headers, then real-browser flows against a live server.
 
-Browser tests drive headless Chromium (tests/browser.py); each also fails on a
+Browser tests drive headless Chromium (tests/support/browser.py); each also fails on a
 console error, an uncaught exception, a CSP violation or any JS dialog.
 """
 import configparser

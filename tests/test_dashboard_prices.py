@@ -2,7 +2,7 @@
 rate and a long-context tier; the unpriced-models banner; the new usage columns in logs and overview.
 
 Each test also fails on a console error, an uncaught exception, a CSP violation or a JS dialog
-(tests/browser.py).
+(tests/support/browser.py).
 """
 import anthropic
 import pytest

@@ -1,7 +1,7 @@
 """openai channels as a real Anthropic client sees them: structured output, usage when the upstream
 sends none, the input count at the start of a stream, mid-stream error codes, deep nesting.
 
-Every test goes through the loopback upstream (tests/upstream.py) and, where the client sees the
+Every test goes through the loopback upstream (tests/support/upstream.py) and, where the client sees the
 difference, through the official `anthropic` SDK.
 """
 import json

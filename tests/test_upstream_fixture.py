@@ -1,4 +1,4 @@
-"""Self-test for the scripted fake upstream in tests/upstream.py, driven by plain `requests`."""
+"""Self-test for the scripted fake upstream in tests/support/upstream.py, driven by plain `requests`."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Loopback fakes of AWS Bedrock and Google Vertex AI that check what the real services check.
 
-They answer through the scripted upstream (tests/upstream.py: `upstream.set_default(fake)`):
+They answer through the scripted upstream (tests/support/upstream.py: `upstream.set_default(fake)`):
 
 - `FakeBedrock` recomputes each request's SigV4 signature with botocore's own
   signer (from the headers the request says it signed, its body, the same
