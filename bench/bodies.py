@@ -6,7 +6,7 @@
 `bench/data/claude_code_turn.json` is one real first turn of `claude -p` (Claude Code 2.1.197:
 three system blocks with cache_control, 24 tools with long schemas, adaptive thinking,
 context_management, output_config, a mid-conversation `role: "system"` turn), captured on a
-loopback server by `python bench/capture_claude_code.py`. Deeper into a session Claude Code
+loopback server by `python -m bench.capture_claude_code`. Deeper into a session Claude Code
 sends the same prefix plus the turns so far, so a bigger body here is that turn plus
 assistant turns (thinking with a signature, text, a tool_use) each answered by a user turn
 with a tool_result holding file text, until the size is reached; the last user turn carries

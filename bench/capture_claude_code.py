@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Capture one real Claude Code turn for the benchmark: `claude -p` against a loopback server.
 
-    python bench/capture_claude_code.py [--claude PATH]   # writes bench/data/claude_code_turn{,.headers}.json
+    python -m bench.capture_claude_code [--claude PATH]   # writes bench/data/claude_code_turn{,.headers}.json
 
 Runs Claude Code (default: the one .ci/run installs) in an empty home with ANTHROPIC_BASE_URL
-pointing at a scripted upstream on 127.0.0.1 (tests/upstream.py), and keeps the body and the
+pointing at a scripted upstream on 127.0.0.1 (tests/support/upstream.py), and keeps the body and the
 anthropic-* / x-* / user-agent headers of its streamed POST /v1/messages. The upstream key is a
 placeholder; nothing leaves the machine.
 """
@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.support.upstream import Upstream, anthropic_message, anthropic_stream_events, json_answer, sse_answer
 
-from tests.upstream import Upstream, anthropic_message, anthropic_stream_events, json_answer, sse_answer  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 CLAUDE = REPO / ".ci/node/node_modules/@anthropic-ai/claude-code-linux-x64/claude"
 KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "x-claude-code-session-id", "x-app", "x-stainless-",

@@ -1,36 +1,20 @@
-"""A short soak (bench/soak.py, ~20 s of load): two gunicorn workers, a flaky and a healthy channel,
+"""A short soak (bench/soak/, ~20 s of load): two gunicorn workers, a flaky and a healthy channel,
 mixed streaming / non-streaming clients, some hanging up mid-stream, keys with limits. Afterwards
 every routed request has its row, rows add up exactly to the keys' totals, and the workers' memory
-and file descriptors stayed flat. The full 5-minute soak: `python bench/soak.py` (see its --help).
+and file descriptors stayed flat. The full 5-minute soak: `python -m bench.soak` (see its --help).
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from bench import soak
+
 pytestmark = pytest.mark.slow
-
-SOAK_PATH = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
-
-
-def load_soak():
-    spec = importlib.util.spec_from_file_location("octorelay_bench_soak", SOAK_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(spec.name, None)
-        raise
-    return module
 
 
 def test_short_soak_loses_nothing_and_leaks_nothing(env, redis_url, tmp_path):
-    soak = load_soak()
     started = time.monotonic()
     # 8 threads a worker: its connection pools fill within the warm-up, so the fd samples compare
     # like with like

@@ -1,0 +1,6 @@
+"""`python -m bench.soak --help`"""
+import sys
+
+from bench.soak.cli import main
+
+sys.exit(main())
