@@ -13,6 +13,7 @@ from app.config import ConfigError, load_settings
 from app.db import db, upgrade
 from tests.support.app import assert_error
 from tests.support.constants import ADMIN_TOKEN, SECRETS_USED
+from tests.support.logs import captured_logs
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,13 +65,8 @@ def from_address(address: str, token: str | None = ADMIN_TOKEN, **headers) -> di
 @pytest.fixture
 def admin_log():
     """The octorelay.admin logger's records (octorelay's loggers do not propagate to pytest's)."""
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logger = logging.getLogger("octorelay.admin")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
+    with captured_logs("octorelay.admin", logging.WARNING) as records:
+        yield records
 
 
 def test_failed_attempts_are_throttled_per_address_and_logged_without_the_token(client, admin_log):

@@ -353,10 +353,8 @@ def test_sigterm_is_not_held_up_by_idle_keep_alive_connections(env, procs, worke
 
 
 def test_a_dead_redis_is_said_at_start(env, procs):
-    port = free_port()
-    proc_env = base_env(**{**env, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO, env=proc_env, name="gunicorn")
-    wait_until_serving(server, port)
+    served = serve_gunicorn(procs, {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, upgrade=False)
+    server, port = served.proc, served.port
     assert "REDIS_URL does not answer" in server.stderr
     ready = get(port, "/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error: ConnectionError")
@@ -364,10 +362,7 @@ def test_a_dead_redis_is_said_at_start(env, procs):
 
 def test_every_stderr_line_is_one_json_object(env, procs):
     """gunicorn's own lines (master and workers) and the app's share one format."""
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                   env=base_env(**{**env, "PORT": str(port)}), name="gunicorn")
-    wait_until_serving(server, port)
+    server = serve_gunicorn(procs, env, upgrade=False).proc
     assert server.stop() == 0
     lines = [line for line in server.stderr.splitlines() if line.strip()]
     assert any("Booting worker with pid" in line for line in lines)
@@ -393,8 +388,6 @@ def test_every_stderr_line_is_one_json_object_with_redis_too(env, procs, redis_u
 
 
 def test_host_keeps_the_server_on_loopback(env, procs):
-    port = free_port()
-    server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                   env=base_env(**{**env, "PORT": str(port), "HOST": "127.0.0.1"}), name="gunicorn")
-    wait_until_serving(server, port)
+    served = serve_gunicorn(procs, env, upgrade=False, HOST="127.0.0.1")
+    server, port = served.proc, served.port
     assert f"Listening at: http://127.0.0.1:{port}" in server.stderr
