@@ -4,7 +4,9 @@
     app          in-process helpers: the settling test client, assert_error, wait_for_row, a channel on the upstream
     admin        AdminClient: the admin API with the token, in-process or over HTTP
     bodies       Messages request bodies
-    processes    real processes: procs (fixture), serve_gunicorn(), base_env, worker_pids
+    processes    real processes: procs (fixture), serve_gunicorn(), migrate(), base_env, worker_pids
+    net          free_port, url on 127.0.0.1
+    database     query: read the test database directly, after a server has gone
     raw_http     one loopback TCP connection that speaks raw HTTP/1.1
     waiting      wait_until
     logs         captured_logs: what an octorelay logger said
