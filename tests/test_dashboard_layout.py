@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from app.models import RequestLog
-from tests.upstream import error_answer
+from tests.support.upstream import error_answer
 
-from .conftest import ADMIN_TOKEN, anthropic_channel
+from tests.support.app import anthropic_channel
+from tests.support.constants import ADMIN_TOKEN
 
 try:
     from playwright.sync_api import expect
@@ -39,7 +40,7 @@ OVERFLOW = """() => {
 @pytest.fixture
 def screen(browser, live):
     """Open a tab of a given size, signed in: screen(DESKTOP) -> Tab."""
-    from tests.browser import Tab
+    from tests.support.browser import Tab
 
     contexts = []
     tabs = []

@@ -10,10 +10,11 @@ import pytest
 
 from app.models import RequestLog
 from app.services.keys import format_usd
-from tests.upstream import anthropic_message, json_answer
+from tests.support.upstream import anthropic_message, json_answer
 
-from .cli_harness import release, runner  # noqa: F401  (runner is a fixture)
-from .conftest import ADMIN_TOKEN, anthropic_channel, assert_error
+from tests.support.app import anthropic_channel, assert_error
+from tests.support.cli_harness import release, runner  # noqa: F401  (runner is a fixture)
+from tests.support.constants import ADMIN_TOKEN
 
 try:
     from playwright.sync_api import expect

@@ -95,17 +95,9 @@ def test_cli_writes_apply_to_the_next_request(served):
 def test_a_write_through_one_instance_applies_to_the_next_request_on_another(env, procs, redis_url):
     """Two instances on one database and one Redis: each write goes through A's admin API and the
     very next request goes to B, so the request is certain to meet caches the write did not touch."""
-    server_env = base_env(**{**env, "REDIS_URL": redis_url})
-    upgraded = run([OCTORELAY, "db", "upgrade"], cwd=REPO, env=server_env)
-    assert upgraded.returncode == 0, upgraded.stderr
-    ports = []
-    for name in ("a", "b"):
-        port = free_port()
-        server = procs([GUNICORN, "-c", "gunicorn.conf.py"], cwd=REPO,
-                       env={**server_env, "PORT": str(port), "WEB_CONCURRENCY": "1"}, name=f"gunicorn-{name}")
-        wait_until_serving(server, port)
-        ports.append(port)
-    a, b = AdminClient(ports[0]), ports[1]
+    first = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=1, name="gunicorn-a")
+    second = serve_gunicorn(procs, {**env, "REDIS_URL": redis_url}, workers=1, upgrade=False, name="gunicorn-b")
+    a, b = first.admin, second.port
     key = a.create_key(name="k", budget_usd=100)
     for i in range(ROUNDS):
         model = f"two-{i}"

@@ -22,11 +22,12 @@ import time
 import pytest
 import requests
 
-from tests.conftest import PG_URL, REDIS_URL, UPSTREAM_KEY, free_port
-from tests.test_faults import query
-from tests.test_processes import (GUNICORN, OCTORELAY, REPO, AdminClient, base_env, procs,  # noqa: F401
-                                  run, url, wait_until_serving)
-from tests.upstream import anthropic_message, anthropic_stream_events, hang_answer, json_answer, sse_answer
+from tests.support.admin import AdminClient
+from tests.support.constants import PG_URL, REDIS_URL, UPSTREAM_KEY
+from tests.support.database import query
+from tests.support.net import free_port, url
+from tests.support.processes import GUNICORN, OCTORELAY, REPO, base_env, run, wait_until_serving
+from tests.support.upstream import anthropic_message, anthropic_stream_events, hang_answer, json_answer, sse_answer
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (PG_URL and REDIS_URL), reason="needs OCTORELAY_TEST_DATABASE_URL and "

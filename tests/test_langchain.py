@@ -2,9 +2,9 @@
 channel's final event carrying only `output_tokens` (issue 18, item 7) sees what is billed."""
 import pytest
 
-from tests.upstream import sse_answer
-
-from .conftest import UPSTREAM_KEY, wait_for_row
+from tests.support.app import wait_for_row
+from tests.support.constants import UPSTREAM_KEY
+from tests.support.upstream import sse_answer
 
 langchain_anthropic = pytest.importorskip("langchain_anthropic")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 import secrets
 import signal
 import stat
@@ -21,25 +20,10 @@ from cryptography.fernet import Fernet
 from tests.support.admin import AdminClient
 from tests.support.constants import ADMIN_TOKEN, PG_URL
 from tests.support.net import free_port, url
-from tests.support.processes import (GUNICORN, OCTORELAY, REPO, START_TIMEOUT, Proc, base_env, get,
-                                     serve_gunicorn, wait_until_serving)
+from tests.support.processes import (GUNICORN, OCTORELAY, REPO, base_env, get, serve_gunicorn,
+                                     wait_for_key_line, wait_until_serving)
 
 pytestmark = pytest.mark.slow
-
-KEY_LINE = re.compile(r"^\s+(sk-octo-[A-Za-z0-9_\-]+)\s*$", re.M)
-
-
-def wait_for_key_line(proc: Proc, timeout: float = START_TIMEOUT) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = KEY_LINE.search(proc.stdout)
-        if match:
-            return match.group(1)
-        if proc.popen.poll() is not None:
-            break
-        time.sleep(0.05)
-    pytest.fail(f"no key line on stdout within {timeout}s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-
 
 def model_ids(port: int, key: str, **headers) -> list[str]:
     resp = get(port, "/v1/models?limit=1000", **{"x-api-key": key, **headers})

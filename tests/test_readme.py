@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.test_processes import (BIN, OCTORELAY, REPO, base_env, procs, wait_for_key_line,  # noqa: F401
-                                  wait_until_serving)
-
-from .conftest import ADMIN_TOKEN, SECRETS_USED, free_port
+from tests.support.constants import ADMIN_TOKEN, SECRETS_USED
+from tests.support.net import free_port
+from tests.support.processes import BIN, OCTORELAY, REPO, base_env, wait_for_key_line, wait_until_serving
 
 FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<text>.*?)^```\s*$", re.M | re.S)
 RUNNABLE = {"sh", "python"}
@@ -30,6 +29,7 @@ KNOWN = RUNNABLE | {"", "json"}  # text (a formula) and JSON answers are not com
 SKIPPED = {
     "pip install -e . && octorelay up": "the test runs this `octorelay up` itself (installed already) and reads its key",
     "pip install -e '.[dev]' && pytest": "the test suite itself",
+    'python -m pytest -q -m "not slow"': "the test suite itself (its inner loop)",
     "ANTHROPIC_API_KEY=sk-octo-... claude": "Claude Code (tests/test_claude_code.py drives it)",
     "--type bedrock --region us-east-1 --credentials-file credentials.json":
         "the reader's AWS credentials file (tests/test_relay_bedrock.py)",

@@ -7,6 +7,7 @@ stopped (SIGTERM, then SIGKILL to its group) in teardown.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -210,3 +211,19 @@ def wait_for_workers(proc: Proc, timeout: float = 10.0) -> list[int]:
     while not (workers := worker_pids(proc.popen.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return workers
+
+
+KEY_LINE = re.compile(r"^\s+(sk-octo-[A-Za-z0-9_\-]+)\s*$", re.M)
+
+
+def wait_for_key_line(proc: Proc, timeout: float = START_TIMEOUT) -> str:
+    """The API key `octorelay up` prints once, on its first start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = KEY_LINE.search(proc.stdout)
+        if match:
+            return match.group(1)
+        if proc.popen.poll() is not None:
+            break
+        time.sleep(0.05)
+    pytest.fail(f"no key line on stdout within {timeout}s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
