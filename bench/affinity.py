@@ -2,7 +2,7 @@
 """Does session affinity keep the prompt cache hitting? Claude Code-like conversations over three
 equal channels whose upstreams each keep their own prompt cache, affinity off vs on.
 
-    python bench/affinity.py [--conversations 50] [--turns 20]     # ~1-2 minutes, prints a table
+    python -m bench.affinity [--conversations 50] [--turns 20]     # ~1-2 minutes, prints a table
 
 The mock upstream (in this process, on loopback) plays three accounts, one per channel (path
 /a, /b, /c). Like Anthropic's cache it remembers, per account, every prompt prefix it has seen
@@ -35,12 +35,8 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bodies import _exchange, captured, claude_code_headers  # noqa: E402
+from bench.bodies import _exchange, captured, claude_code_headers
 
 OUTPUT_TOKENS = 400
 CHANNELS = "abc"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What the request journal (OCTORELAY_JOURNAL, services/journal.py) costs per request.
 
-    python bench/journal.py [--pg postgresql://...] [--rounds 400]     # ~1 minute, prints a table
+    python -m bench.journal [--pg postgresql://...] [--rounds 400]     # ~1 minute, prints a table
 
 Two places pay for it:
 
@@ -24,13 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123456789"
 SECRET_KEY = "q2mS6yQ7n5bH0uF8YJwHk0j3QvZr2m1Ck9yXG1p4e6U="
