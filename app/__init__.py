@@ -19,8 +19,8 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from .services.admin_guard import AdminGuard
     from .services.auth import KeyCache
     from .services.changes import change_feed
-    from .services.refusals import RefusalLog
     from .services.channels import UpstreamPolicy
+    from .services.refusals import RefusalLog
 
     if isinstance(config, Settings):
         settings = config
@@ -55,15 +55,14 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
 
 
 def _relay(settings: Settings, box, redis_client, policy, feed):
-    from .services.accounting import Ledger, Spool, spool_path
-    from .services.pricing import PriceBook
-    from .services.limiter import Limiter
-    from .services.relay import Relay
     from .channel_types import build_transports
+    from .metrics import record_request
+    from .services.accounting import Ledger, Spool, spool_path
+    from .services.limiter import Limiter
+    from .services.pricing import PriceBook
+    from .services.relay import Relay
     from .services.routing import ChannelDirectory
     from .upstream.transport import HttpTransport
-
-    from .metrics import record_request
 
     http = HttpTransport(pool_size=settings.threads, max_body_bytes=int(settings.max_upstream_body_mb * 2 ** 20))
     transports = build_transports(http)  # channel type -> transport

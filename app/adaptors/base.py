@@ -7,7 +7,13 @@ from typing import Mapping, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ..wire.usage import (  # noqa: F401 (re-exported: the adaptors' usage record)
-    IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, TOKEN_FIELDS, USAGE_FIELDS, Usage, estimate_input_tokens, estimate_tokens,
+    IMAGE_TOKENS,
+    MESSAGE_OVERHEAD_TOKENS,
+    TOKEN_FIELDS,
+    USAGE_FIELDS,
+    Usage,
+    estimate_input_tokens,
+    estimate_tokens,
 )
 
 

@@ -8,7 +8,6 @@ import click
 
 from .common import _app, _emit, _fail, _fields, _resolve, _run, json_option, main
 
-
 CHANNEL_COLUMNS = ["id", "name", "type", "base_url", "api_key", "models", "priority", "weight",
                    "enabled", "consecutive_failures", "cooldown_until"]
 

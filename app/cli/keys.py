@@ -5,7 +5,6 @@ import click
 
 from .common import _app, _emit, _fields, _number, _resolve, _run, json_option, main
 
-
 KEY_COLUMNS = ["id", "name", "key_prefix", "status", "models", "budget_usd", "budget_period", "used_usd",
                "token_quota", "used_tokens", "budget_resets_at", "rpm", "tpm", "max_concurrency", "expires_at"]
 

@@ -5,8 +5,18 @@ micro-dollars per million tokens, so that sums are exact on every backend.
 """
 from datetime import datetime, timezone
 
-from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CharField,
-                    DateTimeField, FloatField, IntegerField, Model, TextField)
+from peewee import (
+    AutoField,
+    BigAutoField,
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    FloatField,
+    IntegerField,
+    Model,
+    TextField,
+)
 
 from ..db import db
 from .fields import JSONField

@@ -22,10 +22,10 @@ from ..channel_types import channel_type
 from ..config import ConfigError
 from ..crypto import SecretBox
 from ..db import connection_then
-from .changes import ChangeFeed, change_feed
-from .channels import UpstreamPolicy, effective_base_url
 from ..metrics import CHANNEL_FAILURES
 from ..models import Channel, utcnow
+from .changes import ChangeFeed, change_feed
+from .channels import UpstreamPolicy, effective_base_url
 
 log = logging.getLogger("octorelay.routing")
 
