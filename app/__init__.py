@@ -69,7 +69,8 @@ def _relay(settings: Settings, box, redis_client, policy, feed):
     limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
                       lease_ttl_s=settings.lease_ttl_s)
     ledger = Ledger(PriceBook(feed), Spool(spool_path(settings.database_url, settings.spool_dir)))
-    return Relay(ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy, feed=feed), ledger, transports, limiter,
+    directory = ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy, feed=feed)
+    return Relay(directory, ledger, transports, limiter,
                  max_attempts=settings.max_attempts, count_tokens_rpm=settings.count_tokens_rpm,
                  server_tool_reserve_nanos=int(settings.server_tool_reserve_usd * 1e9), journal=settings.journal,
                  on_settled=[record_request],

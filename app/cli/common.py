@@ -64,9 +64,9 @@ def _emit(obj, as_json: bool, columns: list[str] | None = None):
         return
     table = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for t in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
 
 
 def _number(value, field: str):

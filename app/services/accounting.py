@@ -385,9 +385,10 @@ class Ledger:
         """The rows and their charges, inside the caller's transaction."""
         insert, charge, (columns, converters) = self._prepared()
         values, charges = [], {}
-        for row, cost in zip(rows, costs):
-            row = {**USAGE_ZERO, "usage_estimated": False, **row, "cost_nanos": cost, "created_at": datetime.fromisoformat(row["created_at"])}
-            values.append(tuple(conv(row.get(name)) for name, conv in zip(columns, converters)))
+        for row, cost in zip(rows, costs, strict=True):
+            row = {**USAGE_ZERO, "usage_estimated": False, **row, "cost_nanos": cost,
+                   "created_at": datetime.fromisoformat(row["created_at"])}
+            values.append(tuple(conv(row.get(name)) for name, conv in zip(columns, converters, strict=True)))
             tokens = sum(row.get(name, 0) for name in TOKEN_FIELDS)
             if row["key_id"] is not None and (cost or tokens):
                 day = row["created_at"].replace(hour=0, minute=0, second=0, microsecond=0)

@@ -25,7 +25,8 @@ def bootstrap(anthropic_api_key: str | None, box: SecretBox) -> list[str]:
             lines += [
                 "octorelay: *** DEMO MODE *** ANTHROPIC_API_KEY is not set, so claude-* is served by",
                 "octorelay: a local MOCK channel that answers canned text. Add a real channel with",
-                "octorelay:   octorelay channels add --name anthropic --type anthropic --api-key ... --model 'claude-*'",
+                "octorelay:   octorelay channels add --name anthropic --type anthropic"
+                " --api-key ... --model 'claude-*'",
                 "octorelay: and remove the mock one (octorelay channels remove ID).",
             ]
     return lines

@@ -10,7 +10,7 @@ from ..errors import InvalidRequest, NotFound
 from ..models import Channel, utcnow
 from ..timefmt import iso
 from .changes import announce
-from .upstream_policy import UpstreamPolicy, normalise, shape_problem  # noqa: F401 (UpstreamPolicy: imported from here)
+from .upstream_policy import DEFAULT_POLICY, UpstreamPolicy, normalise, shape_problem  # noqa: F401 (UpstreamPolicy: imported from here)
 
 
 def serialize(channel: Channel) -> dict:
@@ -116,7 +116,7 @@ def _check_name_free(name: str, own_id: int | None = None) -> None:
         raise InvalidRequest(f"name: a channel named {name!r} already exists")
 
 
-def create_channel(fields: dict, box: SecretBox, policy: UpstreamPolicy = UpstreamPolicy()) -> Channel:
+def create_channel(fields: dict, box: SecretBox, policy: UpstreamPolicy = DEFAULT_POLICY) -> Channel:
     _check_fields(channel_type(fields["type"]), fields, None, policy)
     columns = _columns(fields, box)
     _check_base_url(columns["type"], columns.get("base_url"), columns.get("options"), policy)
@@ -138,7 +138,7 @@ def list_channels() -> list[Channel]:
 
 
 def update_channel(channel_id: int, fields: dict, box: SecretBox,
-                   policy: UpstreamPolicy = UpstreamPolicy()) -> Channel:
+                   policy: UpstreamPolicy = DEFAULT_POLICY) -> Channel:
     channel = get_channel(channel_id)
     kind = channel_type(fields.get("type", channel.type))
     if kind is not None:

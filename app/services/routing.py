@@ -25,7 +25,8 @@ from ..db import connection_then
 from ..metrics import CHANNEL_FAILURES
 from ..models import Channel, utcnow
 from .changes import ChangeFeed, change_feed
-from .channels import UpstreamPolicy, effective_base_url
+from .channels import effective_base_url
+from .upstream_policy import DEFAULT_POLICY, UpstreamPolicy
 
 log = logging.getLogger("octorelay.routing")
 
@@ -108,7 +109,7 @@ def home_first(candidates: list[ChannelConfig], home: int, now: datetime) -> lis
 class ChannelDirectory:
     """Enabled channels with decrypted keys, refreshed at most every `ttl` seconds."""
 
-    def __init__(self, box: SecretBox, ttl: float = 1.0, policy: UpstreamPolicy = UpstreamPolicy(),
+    def __init__(self, box: SecretBox, ttl: float = 1.0, policy: UpstreamPolicy = DEFAULT_POLICY,
                  feed: ChangeFeed | None = None, rng: random.Random | None = None):
         self.box = box
         self.policy = policy

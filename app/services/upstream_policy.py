@@ -170,3 +170,6 @@ class UpstreamPolicy:
             if problem:
                 return f"{problem}: refused unless {ALLOW_SETTING}=1"
         return None
+
+
+DEFAULT_POLICY = UpstreamPolicy()  # the settings' defaults (frozen: safe to share as a default argument)

@@ -316,7 +316,8 @@ class OpenAIStream:
     def _fail(self, error: Any) -> bytes:
         self._done = True
         message = error_text({"error": error}) if isinstance(error, (Mapping, str)) else ""
-        return self._error_frame(error_type_in_stream(error), clean_message(message) or "the upstream reported an error")
+        return self._error_frame(error_type_in_stream(error),
+                                 clean_message(message) or "the upstream reported an error")
 
     def _error_frame(self, error_type: str, message: str) -> bytes:
         self.error_type = error_type
