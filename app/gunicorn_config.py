@@ -94,7 +94,7 @@ def _say_if_redis_is_down(log) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    url = urlsplit(_settings.redis_url)
+    url = urlsplit(_settings.redis_url or "")
     try:
         with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=1) as sock:
             if url.scheme == "redis":  # rediss:// is TLS: reaching the port is what can be checked here

@@ -20,4 +20,6 @@ def drop_handlers() -> None:
     import logging
 
     logging.shutdown()
-    del logging._handlerList[:]  # the weakrefs (and their callbacks) go; nothing logs after this
+    # the weakrefs (and their callbacks) go; nothing logs after this. _handlerList is logging's
+    # private list, absent from typeshed: the attribute is real (CPython's Lib/logging/__init__.py)
+    del logging._handlerList[:]  # type: ignore[attr-defined]

@@ -25,13 +25,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
+class _JsonHandler(logging.StreamHandler):
+    """The handler configure_logging installs (its type marks it, so a second call adds none)."""
+
+
 def configure_logging(level: str) -> None:
     """Install the JSON handler on the `octorelay` logger (idempotent)."""
     logger = logging.getLogger("octorelay")
     logger.setLevel(level)
-    if not any(getattr(h, "_octorelay", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _JsonHandler) for h in logger.handlers):
+        handler = _JsonHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-        handler._octorelay = True
         logger.addHandler(handler)
         logger.propagate = False

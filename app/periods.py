@@ -39,7 +39,7 @@ def next_start(period: str, start: datetime) -> datetime:
 
 def starts_at(at: datetime) -> tuple[datetime, datetime, datetime]:
     """The day, week and month starts for `at`: the charge UPDATE picks one by the key's period."""
-    return tuple(period_start(p, at) for p in PERIODS)
+    return period_start("day", at), period_start("week", at), period_start("month", at)
 
 
 def current_usage(period: str | None, stored_start: datetime | None, used_nanos: int, used_tokens: int,

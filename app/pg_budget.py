@@ -84,6 +84,8 @@ def read_limits(database_url: str) -> Limits:
             row = cur.fetchone()
     finally:
         conn.close()
+    if row is None:  # a SELECT of settings always has its one row
+        raise RuntimeError("PostgreSQL returned no row for its own settings")
     return Limits(int(row[0]), int(row[1]), int(row[2]), int(row[3]), bool(row[4]), max(0, int(row[5])))
 
 

@@ -62,10 +62,21 @@ class Target:
 
 
 class StreamTranslator(Protocol):
-    usage: Usage
-    usage_final: bool       # the upstream sent its closing usage (message_delta or equivalent)
-    output_chars: int       # text forwarded, for estimating output when usage never came
-    error_type: str | None  # an error the upstream reported inside the stream
+    # read by the relay, never set by it (so a translator may answer them with properties)
+    @property
+    def usage(self) -> Usage: ...
+
+    @property
+    def usage_final(self) -> bool:
+        """The upstream sent its closing usage (message_delta or equivalent)."""
+
+    @property
+    def output_chars(self) -> int:
+        """Text forwarded, for estimating output when usage never came."""
+
+    @property
+    def error_type(self) -> str | None:
+        """An error the upstream reported inside the stream."""
 
     def feed(self, chunk: bytes) -> bytes:
         """Upstream bytes in, bytes for the client out (possibly empty)."""

@@ -132,10 +132,21 @@ class BedrockStream:
         self._sse = AnthropicStream()  # reads usage, output size and errors from what we emit
         self._failed = False
 
-    usage: Usage = property(lambda self: self._sse.usage)
-    usage_final = property(lambda self: self._sse.usage_final)
-    output_chars = property(lambda self: self._sse.output_chars)
-    error_type = property(lambda self: self._sse.error_type)
+    @property
+    def usage(self) -> Usage:
+        return self._sse.usage
+
+    @property
+    def usage_final(self) -> bool:
+        return self._sse.usage_final
+
+    @property
+    def output_chars(self) -> int:
+        return self._sse.output_chars
+
+    @property
+    def error_type(self) -> str | None:
+        return self._sse.error_type
 
     def feed(self, chunk: bytes) -> bytes:
         if self._failed:

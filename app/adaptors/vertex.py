@@ -100,7 +100,7 @@ class VertexAdaptor(AnthropicAdaptor):
             return status, body
         error = payload.get("error") if isinstance(payload, dict) else None
         google_status = error.get("status") if isinstance(error, dict) else None
-        error_type = GOOGLE_STATUSES.get(google_status) or error_type_for(status)
+        error_type = (isinstance(google_status, str) and GOOGLE_STATUSES.get(google_status)) or error_type_for(status)
         message = clean_message(_google_message(payload) or "") or f"Vertex AI answered HTTP {status}"
         return status, _dumps({"type": "error", "error": {"type": error_type, "message": message}})
 

@@ -10,6 +10,7 @@ here is imported at the end of this file.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import import_module
 from pkgutil import iter_modules
@@ -24,7 +25,7 @@ class Option:
     """One entry of a channel's `options`: a short string, e.g. a region."""
     name: str
     help: str
-    pattern: object | None = None  # compiled regex the value must match
+    pattern: re.Pattern[str] | None = None  # compiled regex the value must match
     required: bool = True
 
 

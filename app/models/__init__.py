@@ -4,6 +4,7 @@ Money is stored as whole nano-dollars (1e-9 USD) and prices as whole
 micro-dollars per million tokens, so that sums are exact on every backend.
 """
 from datetime import datetime, timezone
+from typing import Any, Iterator
 
 from peewee import (
     AutoField,
@@ -25,6 +26,12 @@ from .fields import JSONField
 def utcnow() -> datetime:
     """Naive UTC: the one time convention for every stored timestamp."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def dict_rows(query: Any) -> Iterator[dict[str, Any]]:
+    """A select's rows as dicts. (types-peewee types `.dicts()` as the query itself, whose rows
+    are model instances: this is where the type is told the truth.)"""
+    return iter(query.dicts())
 
 
 class BaseModel(Model):

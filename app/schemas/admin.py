@@ -1,6 +1,8 @@
 """Admin API bodies: keys, channels, prices. Unknown fields are errors (typos must not pass)."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from ..channel_types import CHANNEL_TYPES
@@ -14,7 +16,7 @@ def _no_nul(value: str) -> None:
         raise ValidationError("Must not contain NUL characters.")
 
 
-_name = [validate.Length(min=1, max=200), _no_nul]
+_name: list[Callable[[Any], Any]] = [validate.Length(min=1, max=200), _no_nul]
 _glob = fields.String(validate=[validate.Length(min=1, max=200), _no_nul])
 _limit = dict(allow_none=True, validate=validate.Range(min=1, max=10**9))
 

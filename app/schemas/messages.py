@@ -14,6 +14,8 @@ the same nested-path shape, so every 400 reads alike.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 from ..errors import InvalidRequest
@@ -47,7 +49,7 @@ class _Bad(Exception):
         self.path = list(path)
 
     def as_validation_error(self) -> ValidationError:
-        nested = [self.message]
+        nested: list[str] | dict[str, Any] = [self.message]
         for key in self.path:  # innermost first
             nested = {key: nested}
         return ValidationError(nested)

@@ -18,7 +18,7 @@ GROUP_FIELDS = ("key", "model", "channel", "day")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
 
-_key_id = dict(validate=validate.Range(min=1, max=2**31 - 1))
+KEY_ID = validate.Range(min=1, max=2**31 - 1)
 
 
 class Instant(fields.Field):
@@ -72,7 +72,7 @@ class UsageQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    key_id = fields.Integer(**_key_id)
+    key_id = fields.Integer(validate=KEY_ID)
     model = fields.String(validate=validate.Length(min=1, max=200))
     since = Instant()
     until = Instant()
@@ -89,7 +89,7 @@ class LogsQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    key_id = fields.Integer(**_key_id)
+    key_id = fields.Integer(validate=KEY_ID)
     limit = fields.Integer(load_default=DEFAULT_LIMIT,
                            validate=validate.Range(min=1, max=MAX_LIMIT))
     since = Instant()

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Sequence
 
 from peewee import DataError, IntegrityError, SqliteDatabase
 
@@ -103,7 +103,8 @@ class Spool:
             with self._open(os.O_RDWR) as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 rows = [_parse_row(line) for line in fh if line.strip()]
-                left, done = [], 0
+                left: list[dict | str] = []  # a str: the reason a line is no row (_parse_row)
+                done = 0
                 for row in rows:
                     if left:
                         left.append(row)
@@ -314,7 +315,7 @@ class Ledger:
                 log.warning("spooled settlements written", extra={"fields": {"rows": written}})
         return costs
 
-    def _journal_writes(self, journal: list[dict], settled: list[dict]) -> None:
+    def _journal_writes(self, journal: Sequence[dict], settled: list[dict]) -> None:
         """Inside the batch's transaction: forget the settled requests' entries written by earlier
         batches, add the entries of requests still running. One statement per JOURNAL_CHUNK
         entries (not one per entry: psycopg2's executemany is a round trip per row), so a burst
@@ -343,7 +344,8 @@ class Ledger:
                "attempts": 0, "client_disconnected": False, "latency_ms": 0, "upstream_model": None,
                "created_at": entry.started_at.isoformat()}
         with db.connection_context(), _write_transaction():
-            if not RequestJournal.delete().where(RequestJournal.request_id == entry.request_id).execute():
+            # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
+            if not RequestJournal.delete().where(RequestJournal.request_id == entry.request_id).execute():  # type: ignore[misc]
                 return False
             if RequestLog.select().where(RequestLog.request_id == entry.request_id).exists():
                 return False  # settled after all (its row came through the spool)
@@ -372,7 +374,7 @@ class Ledger:
             self._statements = (insert, charge, (columns, converters))
         return self._statements
 
-    def _insert(self, rows: list[dict], costs: list[int], journal: list[dict] = ()) -> None:
+    def _insert(self, rows: list[dict], costs: list[int], journal: Sequence[dict] = ()) -> None:
         with db.connection_context(), _write_transaction():
             self._execute(rows, costs)
             if journal or self._journaled:
@@ -384,7 +386,8 @@ class Ledger:
     def _execute(self, rows: list[dict], costs: list[int]) -> None:
         """The rows and their charges, inside the caller's transaction."""
         insert, charge, (columns, converters) = self._prepared()
-        values, charges = [], {}
+        values: list[tuple] = []
+        charges: dict[tuple[int, datetime], list[int]] = {}
         for row, cost in zip(rows, costs, strict=True):
             row = {**USAGE_ZERO, "usage_estimated": False, **row, "cost_nanos": cost,
                    "created_at": datetime.fromisoformat(row["created_at"])}
@@ -416,7 +419,8 @@ class Ledger:
         so a settlement is never charged twice."""
         cost = self._cost(row)
         with db.connection_context(), _write_transaction():
-            RequestJournal.delete().where(RequestJournal.request_id == row["request_id"]).execute()
+            # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
+            RequestJournal.delete().where(RequestJournal.request_id == row["request_id"]).execute()  # type: ignore[misc]
             if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():
                 return cost
             self._execute([row], [cost])

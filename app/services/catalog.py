@@ -54,8 +54,12 @@ def served_models() -> dict[str, object]:
         for name in names:
             out.setdefault(name, channel.created_at)
     dated = {name: release_date(name) for name in out}
-    order = sorted(out, key=lambda name: (dated[name] is None, -dated[name].toordinal() if dated[name] else 0,
-                                          name))
+
+    def newest_first(name: str) -> tuple[bool, int, str]:
+        released = dated[name]
+        return released is None, -released.toordinal() if released else 0, name
+
+    order = sorted(out, key=newest_first)
     return {name: dated[name] or out[name] for name in order}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
+from limits.storage import SlidingWindowCounterSupport, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from peewee import DatabaseError
 
@@ -73,12 +73,16 @@ class Limiter:
                  lease_ttl_s: float = LEASE_TTL_S):
         self.lease_ttl = lease_ttl_s
         self.lease_refresh = lease_ttl_s / 3  # live streams renew their leases this often
+        self._leases: RedisLeases | MemoryLeases
         if redis_url:
-            self._storage = storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1)
+            storage = storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1)
             self._leases = RedisLeases(redis_client)
         else:
-            self._storage = storage_from_string("memory://")
+            storage = storage_from_string("memory://")
             self._leases = MemoryLeases()
+        if not isinstance(storage, SlidingWindowCounterSupport):  # tpm is counted in a sliding window
+            raise TypeError(f"{type(storage).__name__} cannot count sliding windows")
+        self._storage = storage
         self._windows = SlidingWindowCounterRateLimiter(self._storage)
         self.fail_open = fail_open
         self._live: dict[int, Admission] = {}  # admissions holding leases, renewed in the background

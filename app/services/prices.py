@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from peewee import fn
 
 from ..errors import NotFound
-from ..models import ModelPrice, RequestLog, utcnow
+from ..models import ModelPrice, RequestLog, dict_rows, utcnow
 from ..timefmt import iso
 from .changes import announce
 from .pricing import Price, PriceTable
@@ -30,7 +31,7 @@ def _usd(micros: int | None) -> float | None:
 def serialize(price: ModelPrice) -> dict:
     """The admin API's view; `cache_write_1h` is the rate that applies (2 x input when not set)."""
     effective = Price.of(price)
-    out = {"model": price.model}
+    out: dict[str, Any] = {"model": price.model}
     for name in ("input", "output", "cache_write", "cache_write_1h", "cache_read"):
         out[name] = _usd(getattr(effective.rates, name))
     out["web_search_per_1k"] = _usd(price.web_search_per_1k)
@@ -49,7 +50,7 @@ def list_prices() -> list[ModelPrice]:
 def put_price(model: str, fields: dict) -> tuple[ModelPrice, bool]:
     """Create or replace the price of `model` (a name or a glob); returns (row, created).
     In force for the next request on every worker (services/changes.py)."""
-    columns = {name: _to_micros(fields[name]) for name in BASE_FIELDS}
+    columns: dict[str, Any] = {name: _to_micros(fields[name]) for name in BASE_FIELDS}
     one_hour = fields.get("cache_write_1h")
     columns["cache_write_1h"] = None if one_hour is None else _to_micros(one_hour)
     search = fields.get("web_search_per_1k")
@@ -70,7 +71,8 @@ def put_price(model: str, fields: dict) -> tuple[ModelPrice, bool]:
 def delete_price(model: str) -> None:
     """Remove the price of `model` (its exact name or glob as stored); 404 when there is none.
     In force for the next request on every worker: the model then bills by the next matching glob."""
-    if not ModelPrice.delete().where(ModelPrice.model == model).execute():
+    # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
+    if not ModelPrice.delete().where(ModelPrice.model == model).execute():  # type: ignore[misc]
         raise NotFound(f"no price for {model!r}")
     announce()
 
@@ -80,13 +82,12 @@ def unpriced_models() -> list[dict]:
     them. (A model whose model_map target has no price shows under the client's name.)"""
     table = PriceTable(Price.of(row) for row in ModelPrice.select())
     tokens = RequestLog.input_tokens + RequestLog.output_tokens
-    rows = (RequestLog
+    rows = dict_rows(RequestLog
             .select(RequestLog.model, fn.COUNT(RequestLog.id).alias("requests"),
                     fn.MAX(RequestLog.created_at).alias("last_seen"))
             .where((RequestLog.created_at >= utcnow() - UNPRICED_WINDOW) & RequestLog.channel_id.is_null(False)
                    & (RequestLog.cost_nanos == 0) & (tokens > 0))
-            .group_by(RequestLog.model)
-            .dicts())
+            .group_by(RequestLog.model))
     out = [{"model": r["model"], "requests": r["requests"], "last_seen": iso(_as_datetime(r["last_seen"]))}
            for r in rows if table.lookup(r["model"]) is None]
     out.sort(key=lambda r: (-r["requests"], r["model"]))

@@ -13,7 +13,7 @@ import re
 import time
 
 from ..adaptors import Target
-from ..channel_types import channel_type
+from ..channel_types import ChannelType, channel_type
 from ..config import ConfigError
 from ..errors import InvalidRequest
 from ..models import Channel, ModelPrice
@@ -45,13 +45,13 @@ def probe_model(channel: Channel) -> str:
                          "or a price for a model its patterns match")
 
 
-def _target(channel: Channel, directory: ChannelDirectory, model: str) -> Target:
+def _target(channel: Channel, kind: ChannelType, directory: ChannelDirectory, model: str) -> Target:
     """Where and as whom: routing's own config and target, under the same policy and secret box."""
     try:
         config = directory.config_of(channel)
     except ConfigError as exc:
         raise InvalidRequest(str(exc)) from None
-    if not channel_type(channel.type).local:
+    if not kind.local:
         refusal = directory.policy.refusal(config.base_url or "")
         if refusal:
             raise InvalidRequest(f"base_url: {refusal}")
@@ -78,7 +78,7 @@ def probe_channel(channel_id: int, directory: ChannelDirectory, transports: dict
     adaptor, transport = kind.adaptor, channel.type
     model = probe_model(channel)
     body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": PROBE_TEXT}]}
-    request = adaptor.build_request(_target(channel, directory, model), body,
+    request = adaptor.build_request(_target(channel, kind, directory, model), body,
                                     json.dumps(body).encode(), {})
     started = time.perf_counter()
     try:

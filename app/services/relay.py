@@ -12,10 +12,10 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Generator, Mapping
 
 from ..adaptors.anthropic import AnthropicAdaptor
-from ..adaptors.base import estimate_missing_usage
+from ..adaptors.base import Adaptor, estimate_missing_usage
 from ..channel_types import channel_type
 from ..db import release as release_db
 from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
@@ -84,7 +84,7 @@ class RelayCall:
 @dataclass
 class _Opened:
     channel: ChannelConfig
-    adaptor: object
+    adaptor: Adaptor
     upstream: UpstreamResponse
 
 
@@ -232,7 +232,9 @@ class Relay:
                 break
             if self.stopping:
                 return stopping_reply(call.request_id)
-            adaptor = channel_type(channel.type).adaptor
+            kind = channel_type(channel.type)
+            assert kind is not None  # _routable() kept registered types only
+            adaptor = kind.adaptor
             target = channel.target(call.model)
             try:
                 request = adaptor.build_request(target, call.body, call.raw, call.headers,
@@ -266,7 +268,8 @@ class Relay:
                 return last
             if not call.count_tokens:
                 self.directory.record_failure(channel, f"http_{upstream.status}")
-        if last is None and untranslatable is not None:
+        if last is None:  # candidates is never empty (_open): each one refused the request's format
+            assert untranslatable is not None
             raise untranslatable
         return last
 
@@ -333,7 +336,7 @@ class Relay:
         return reply
 
     def _stream(self, record: RequestRecord, admission: Admission, opened: _Opened,
-                body: Mapping | None = None) -> Iterator[bytes]:
+                body: Mapping | None = None) -> Generator[bytes, None, None]:
         """Forward each chunk as it arrives; the finally settles on every ending."""
         translator = opened.adaptor.translate_stream(body)
         record.status = opened.upstream.status

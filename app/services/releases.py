@@ -55,6 +55,7 @@ def release_date(model_id: str) -> datetime | None:
     if match is None:
         return None
     try:
-        return datetime(*map(int, match.groups()))
+        year, month, day = map(int, match.groups())
+        return datetime(year, month, day)
     except ValueError:  # not a calendar date
         return None

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Generator, Iterator, Mapping
 
 from ..errors import error_body, error_type_for
 from ..upstream.transport import TransportError, UpstreamResponse
@@ -86,6 +86,8 @@ def as_event_stream(reply: Reply, record: RequestRecord) -> Reply:
     """The message in `reply` as Anthropic's events; a body that is no message is the upstream's
     fault (502), never an empty 200 stream."""
     try:
+        if not isinstance(reply.body, bytes):  # a whole answer, never a stream
+            raise TypeError("not a whole body")
         message = json.loads(reply.body)
         if not (isinstance(message, dict) and message.get("type") == "message"):
             raise ValueError("not a message")
@@ -173,7 +175,7 @@ class PrimedStream:
     close() even if the server never iterates the body.
     """
 
-    def __init__(self, gen: Iterator[bytes]):
+    def __init__(self, gen: Generator[bytes, None, None]):
         self._gen = gen
         self._head = [chunk for chunk in [next(gen, None)] if chunk is not None]
 

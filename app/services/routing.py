@@ -88,7 +88,7 @@ def order_candidates(channels: list[ChannelConfig], model: str, now: datetime,
                      rng: random.Random) -> list[ChannelConfig]:
     serving = [c for c in channels if c.serves(model)]
     ready = [c for c in serving if not c.cooling(now)]
-    resting = sorted((c for c in serving if c.cooling(now)), key=lambda c: c.cooldown_until)
+    resting = sorted((c for c in serving if c.cooling(now)), key=lambda c: c.cooldown_until or now)  # set when cooling
     ordered = []
     for priority in sorted({c.priority for c in ready}, reverse=True):
         ordered += weighted_order([c for c in ready if c.priority == priority], rng)

@@ -133,7 +133,10 @@ def metadata_problem(host: str, port: int | None = None, *, resolve: bool = Fals
         return None  # not resolvable from here: nothing to refuse now (see the module's residual risk)
     for info in infos:
         try:
-            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            resolved = info[4][0]
+            if not isinstance(resolved, str):  # not an IP family's address: nothing to compare
+                continue
+            address = ipaddress.ip_address(resolved.split("%", 1)[0])
         except ValueError:
             continue
         blocked = _blocked(address)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from peewee import fn
+from peewee import ColumnBase, fn
 
 from ..errors import InvalidRequest
-from ..models import RequestLog
+from ..models import RequestLog, dict_rows
 from ..timefmt import iso
 from ..wire.usage import USAGE_FIELDS
 from .keys import nanos_to_usd
@@ -24,7 +24,7 @@ LOG_FIELDS = ("request_id", "key_id", "channel_id", "model", "stream", "status",
 
 # group_by name -> (output field, SQL expression). `date(ts)` exists on both
 # backends: SQLite answers 'YYYY-MM-DD', PostgreSQL a date (normalised below).
-_GROUPS = {
+_GROUPS: dict[str, tuple[str, ColumnBase]] = {  # name -> (output field, SQL expression)
     "key": ("key_id", RequestLog.key_id),
     "model": ("model", RequestLog.model),
     "channel": ("channel_id", RequestLog.channel_id),
@@ -72,7 +72,7 @@ def usage_report(key_id: int | None = None, model: str | None = None,
         query = query.group_by(*exprs).order_by(*[e.asc(nulls="last") for e in exprs])
 
     rows = []
-    for row in query.dicts():
+    for row in dict_rows(query):
         out = {}
         for name in groups:
             field = _GROUPS[name][0]

@@ -17,6 +17,8 @@ from .transport import HttpTransport, UpstreamResponse
 
 def sign(request: UpstreamRequest) -> dict:
     """The request's headers plus X-Amz-Date, X-Amz-Security-Token (temporary keys) and Authorization."""
+    if request.auth is None:
+        raise ValueError("a SigV4 request carries its credentials in `auth`")
     params = request.auth.params
     credentials = Credentials(params["aws_access_key_id"], params["aws_secret_access_key"],
                               params.get("aws_session_token") or None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 from http.cookiejar import DefaultCookiePolicy
+from typing import Mapping
 
 import requests
 
@@ -26,7 +27,7 @@ MAX_ACCOUNTS = 256
 class _Account:
     """One service account's credentials and the lock its refreshes take turns on."""
 
-    def __init__(self, info: dict):
+    def __init__(self, info: Mapping):
         from google.oauth2 import service_account
 
         self.credentials = service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
@@ -51,7 +52,7 @@ class GoogleTransport:
         headers = {**request.headers, "authorization": f"Bearer {token}"}
         return self.http.open(UpstreamRequest(request.url, headers, request.body, request.timeout_s))
 
-    def token(self, info: dict) -> str:
+    def token(self, info: Mapping) -> str:
         """A valid access token for this service account: the cached one, or a fresh one."""
         account = self._account(info)
         if not account.credentials.valid:
@@ -60,7 +61,7 @@ class GoogleTransport:
                     self._refresh(account)
         return account.credentials.token
 
-    def _account(self, info: dict) -> _Account:
+    def _account(self, info: Mapping) -> _Account:
         # the same str objects every request (from the channel cache): their hashes are cached
         key = (info.get("client_email"), info.get("private_key_id"), info.get("token_uri"), info.get("private_key"))
         account = self._accounts.get(key)

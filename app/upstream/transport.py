@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator
+from typing import Callable, Iterator
 
 import requests
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
@@ -42,7 +42,7 @@ class UpstreamResponse:
     status: int
     headers: dict
     _chunks: Iterator[bytes] = field(repr=False)
-    _close: object = field(default=None, repr=False)
+    _close: Callable[[], None] | None = field(default=None, repr=False)
     max_bytes: int = MAX_BODY_BYTES  # what read() accepts: a whole body is held in memory
 
     def chunks(self) -> Iterator[bytes]:
@@ -109,7 +109,7 @@ def _prepared_url(url: str) -> str:
     """The URL as requests sends it (IDNA host, quoted path); raises requests' errors for a bad one."""
     prepared = requests.PreparedRequest()
     prepared.prepare_url(url, None)
-    return prepared.url
+    return prepared.url or url  # set by prepare_url (which raises for a URL it cannot prepare)
 
 
 def _iter_body(resp: requests.Response) -> Iterator[bytes]:

@@ -36,7 +36,10 @@ def _call(relay, count_tokens: bool) -> RelayCall:
     except BaseException:
         relay.limiter.abandon(admitted)
         raise
-    g.call = RelayCall(request_id(), g.key, body, raw, request.headers, count_tokens=count_tokens,
+    # werkzeug's Headers is read as the Mapping it acts as (get and items, case-insensitive)
+    # but is not registered as one
+    headers = request.headers
+    g.call = RelayCall(request_id(), g.key, body, raw, headers, count_tokens=count_tokens,  # type: ignore[arg-type]
                        admitted=admitted)
     return g.call
 

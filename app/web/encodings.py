@@ -22,7 +22,7 @@ def check_encoding(content_encoding: str | None) -> str:
     if coding in _KNOWN:
         return coding
     raise UnsupportedEncoding(
-        f"content-encoding {content_encoding.strip()[:100]!r} is not supported: send the body "
+        f"content-encoding {(content_encoding or '').strip()[:100]!r} is not supported: send the body "
         "uncompressed, or in one of gzip, deflate")
 
 

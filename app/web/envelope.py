@@ -14,7 +14,7 @@ import time
 from flask import Response, current_app, g, request
 from peewee import InterfaceError, OperationalError
 from playhouse.pool import MaxConnectionsExceeded
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import InvalidRequest, RelayError, RequestTimeout, RequestTooLarge, error_body, error_type_for
 from ..read_deadlines import SlowClient, body_timed_out
@@ -100,7 +100,8 @@ def _http_error(exc: HTTPException):
         message = "request body too large" + (f" (limit {limit} bytes)" if limit else "")
     else:
         message = exc.description or exc.name
-    headers = {"allow": exc.valid_methods and ", ".join(exc.valid_methods)} if status == 405 else None
+    allowed = exc.valid_methods if isinstance(exc, MethodNotAllowed) else None
+    headers = {"allow": allowed and ", ".join(allowed)} if status == 405 else None
     return error_response(status, error_type_for(status), message, headers)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -9,7 +10,7 @@ class UpstreamAuth:
     """Credentials a transport turns into headers at send time (a SigV4 signature, an OAuth
     token): `kind` names the scheme, `params` holds the secrets (never in a repr)."""
     kind: str
-    params: dict = field(repr=False)
+    params: Mapping = field(repr=False)
 
 
 @dataclass

@@ -19,7 +19,7 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
         self._buffer += chunk
-        frames = []
+        frames: list[tuple[str | None, str]] = []
         while True:
             match = _BOUNDARY.search(self._buffer)
             if match is None:

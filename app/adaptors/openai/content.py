@@ -22,13 +22,13 @@ JOIN_BLOCKS = "\n\n"
 JOIN_ASSISTANT = ""
 
 
-def _blocks(content: Any, path: str) -> list[tuple[dict, str]]:
+def _blocks(content: Any, path: str) -> list[tuple[Mapping, str]]:
     """A turn's content as (block, path) pairs; a plain string is one text block."""
     if isinstance(content, str):
         return [({"type": "text", "text": content}, f"{path}")]
     if not isinstance(content, list):
         raise InvalidRequest(f"{path}: must be a string or a list of content blocks")
-    out = []
+    out: list[tuple[Mapping, str]] = []
     for k, block in enumerate(content):
         if not isinstance(block, Mapping):
             raise InvalidRequest(f"{path}.{k}: must be an object")

@@ -151,7 +151,9 @@ def to_anthropic_message(payload: Any) -> tuple[dict, Usage]:
         for call in calls:
             if not isinstance(call, Mapping):
                 continue
-            function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+            function = call.get("function")
+            if not isinstance(function, Mapping):
+                function = {}
             content.append(_tool_use(call.get("id"), function.get("name"), function.get("arguments")))
     legacy = message.get("function_call")  # the pre-tools API some servers still speak
     if isinstance(legacy, Mapping) and not isinstance(calls, list):

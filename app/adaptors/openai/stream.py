@@ -118,7 +118,7 @@ class OpenAIStream:
         self._started = True
         # Input tokens are rarely known yet (OpenAI sends usage last): the
         # estimate here, the real numbers in message_delta, merged over it.
-        message = {"id": message_id(payload.get("id")), "type": "message", "role": "assistant",
+        message: dict[str, Any] = {"id": message_id(payload.get("id")), "type": "message", "role": "assistant",
                    "model": payload.get("model") if isinstance(payload.get("model"), str) else "",
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": usage_json(self.usage)}
@@ -127,7 +127,9 @@ class OpenAIStream:
 
     def _on_choice(self, choice: Mapping) -> list[bytes]:
         out: list[bytes] = []
-        delta = choice.get("delta") if isinstance(choice.get("delta"), Mapping) else {}
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            delta = {}
         reasoning = reasoning_of(delta)
         if reasoning:
             out.extend(self._block_text("thinking", reasoning))
@@ -203,7 +205,9 @@ class OpenAIStream:
         tool = self._tools.get(key)
         if tool is None:
             tool = self._tools[key] = {"id": None, "name": None, "block": None, "pending": ""}
-        function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
+        function = call.get("function")
+        if not isinstance(function, Mapping):
+            function = {}
         if isinstance(call.get("id"), str) and call["id"] and not tool["id"]:
             tool["id"] = call["id"]
         if isinstance(function.get("name"), str) and function["name"] and not tool["name"]:
