@@ -21,6 +21,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     from .services.changes import change_feed
     from .services.channels import UpstreamPolicy
     from .services.refusals import RefusalLog
+    from .state import AppServices, attach
 
     if isinstance(config, Settings):
         settings = config
@@ -40,16 +41,17 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False  # `//` is a 404, not a redirect built from the Host header
     box = SecretBox(secret_keys_for(settings))
-    app.extensions["octorelay.secrets"] = box
-    app.extensions["octorelay.upstream_policy"] = policy = UpstreamPolicy(
-        settings.upstream_https_only, settings.upstream_hosts, settings.upstream_allow_link_local)
+    policy = UpstreamPolicy(settings.upstream_https_only, settings.upstream_hosts, settings.upstream_allow_link_local)
     feed = change_feed()  # admin writes in force for the next request (services/changes.py)
-    app.extensions["octorelay.key_cache"] = KeyCache(ttl=settings.key_cache_ttl_s, feed=feed)
-    app.extensions["octorelay.redis"] = _redis_client(settings)
-    app.extensions["octorelay.admin_guard"] = AdminGuard(settings.redis_url, settings.trusted_proxies)
-    app.extensions["octorelay.relay"] = relay = _relay(settings, box, app.extensions["octorelay.redis"], policy, feed)
-    app.extensions["octorelay.refusals"] = RefusalLog(relay.ledger, settings.refusal_log_per_min)
-    db.init_app(app, settings)
+    redis_client = _redis_client(settings)
+    relay = _relay(settings, box, redis_client, policy, feed)
+    services = AppServices(
+        secrets=box, upstream_policy=policy,
+        key_cache=KeyCache(ttl=settings.key_cache_ttl_s, feed=feed), redis=redis_client,
+        admin_guard=AdminGuard(settings.redis_url, settings.trusted_proxies), relay=relay,
+        refusals=RefusalLog(relay.ledger, settings.refusal_log_per_min))
+    attach(app, services)
+    services.database = db.init_app(app, settings)
     web.init_app(app)
     return app
 

@@ -15,7 +15,7 @@ import re
 import sys
 from contextlib import contextmanager
 
-from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -167,8 +167,9 @@ def connection_then(lock):
             release()
 
 
-def init_app(app, settings) -> None:
-    """Bind the proxy to the configured database and close connections after each request."""
+def init_app(app, settings) -> Database:
+    """Bind the proxy to the configured database and close connections after each request;
+    returns the database bound."""
     # Requests rarely touch the database (key and channel caches, settlements batched by one
     # writer) and hold a connection only for the query, so a few serve a thousand greenlets.
     # PostgreSQL's own limit must hold every worker of every instance: OCTORELAY_DB_POOL is
@@ -177,9 +178,10 @@ def init_app(app, settings) -> None:
     pool = settings.db_pool if not settings.is_sqlite else min(settings.threads, 24) + 8
     database = open_database(settings.database_url, pool_size=pool)
     db.initialize(database)
-    app.extensions["octorelay.db"] = database
 
     @app.teardown_request
     def _close_db(exc):
         if not db.is_closed():
             db.close()
+
+    return database

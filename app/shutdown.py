@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Callable
 
+from .state import find_services
+
 log = logging.getLogger("octorelay.shutdown")
 
 _begun = False
@@ -32,16 +34,18 @@ def begin(app, spawn: Callable[[Callable[[], None]], None]) -> None:
     """Called from the worker's SIGTERM handler; only the first call counts. `spawn` runs the
     deadline off the signal handler (a greenlet under gevent, a thread under gthread)."""
     global _begun
-    if _begun or app is None or "octorelay.relay" not in getattr(app, "extensions", {}):
+    state = find_services(app)
+    if _begun or state is None:
         return
     _begun = True
+    relay = state.relay
     grace = app.config["OCTORELAY"].shutdown_grace_s
     deadline = time.monotonic() + grace
     done = _state["done"] = threading.Event()  # built now: under gevent, after the patching
 
     def run() -> None:
         try:
-            at_deadline(app.extensions["octorelay.relay"], deadline, reserve_s(grace))
+            at_deadline(relay, deadline, reserve_s(grace))
         finally:
             done.set()
 
@@ -59,7 +63,7 @@ def at_deadline(relay, deadline: float, reserve: float) -> dict:
     while relay.in_flight() and time.monotonic() < settle_by:  # readers wake, answer, settle
         time.sleep(0.02)
     flush_started = time.monotonic()
-    flushed = relay.ledger.flush(timeout=max(0.1, deadline - 0.5 - flush_started))
+    flushed = relay.flush(timeout=max(0.1, deadline - 0.5 - flush_started))
     done = time.monotonic()
     report = {"in_flight": in_flight, "unsettled": relay.in_flight(), "flushed": flushed,
               "settle_ms": round((flush_started - cut_at) * 1000, 1),
@@ -74,12 +78,12 @@ def flush_at_exit(app) -> None:
     """The worker is leaving (gunicorn's worker_exit): write the settlements still queued. A
     worker whose last streams the deadline ended leaves as they end: let the deadline's flush
     (and its report) finish first."""
-    relay = getattr(app, "extensions", {}).get("octorelay.relay")
-    if relay is None:
+    state = find_services(app)
+    if state is None:
         return
     if _state.get("cutting"):
         _state["done"].wait(3.0)
     started = time.monotonic()
-    relay.ledger.close()
+    state.relay.close()
     log.info("worker exit: settlements flushed", extra={"fields": {
         "flush_ms": round((time.monotonic() - started) * 1000, 1)}})

@@ -132,6 +132,7 @@ def run_scenario(name: str, channels: int, affinity: bool, named: bool, conversa
     from app import create_app
     from app.db import db, upgrade
     from app.models import RequestLog
+    from app.state import services
 
     accounts = Accounts()
     mock = start_mock(accounts)
@@ -159,10 +160,10 @@ def run_scenario(name: str, channels: int, affinity: bool, named: bool, conversa
                                headers={**headers, "x-api-key": key, "content-type": "application/json"})
             assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
     elapsed = time.perf_counter() - started
-    relay = app.extensions["octorelay.relay"]
-    assert relay.ledger.flush(timeout=60)
+    relay = services(app).relay
+    assert relay.flush(timeout=60)
     rows = list(RequestLog.select())
-    relay.ledger.close()
+    relay.close()
     db.obj.close_all()
     mock.shutdown()
     read = sum(r.cache_read_input_tokens for r in rows)

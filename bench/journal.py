@@ -139,10 +139,11 @@ def request_cost(ledger, key_id: int, calls: int = 20000) -> float:
 
 def measure(name: str, database_url: str, rounds: int) -> list[list[str]]:
     from app.db import db
+    from app.state import services
 
     with tempfile.TemporaryDirectory() as spool:
         app, key_id = build(database_url, spool)
-        ledger = app.extensions["octorelay.relay"].ledger
+        ledger = services(app).relay.ledger
         out = []
         hot = request_cost(ledger, key_id)
         for n in (1, 100):

@@ -8,6 +8,7 @@ import pytest
 from app import create_app
 from app.db import db, upgrade
 from app.logs import JsonFormatter
+from app.state import services
 from tests.support.admin import AdminClient
 from tests.support.app import SettlingClient, flush_redis, reset_postgres
 from tests.support.browser import (browser, tab)  # noqa: F401  (fixtures: headless Chromium, one browser for the session)
@@ -97,10 +98,10 @@ def redis_url(tmp_path):
 def app(env):
     app = create_app(env)
     app.test_client_class = SettlingClient
-    app.extensions["octorelay.relay"].directory.rng.seed(ROUTING_SEED)  # the same weighted order on every run
+    services(app).relay.directory.rng.seed(ROUTING_SEED)  # the same weighted order on every run
     upgrade(db.obj)
     yield app
-    app.extensions["octorelay.relay"].ledger.close()
+    services(app).relay.close()
     db.obj.close_all()
 
 

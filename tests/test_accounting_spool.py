@@ -6,6 +6,7 @@ import pytest
 from app.db import db
 from app.models import ApiKey, RequestLog
 from app.services.accounting import Spool
+from app.state import services
 from tests.support.app import anthropic_channel
 from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, json_answer
@@ -96,7 +97,7 @@ def test_a_settlement_during_an_outage_is_written_later_exactly_once(client, adm
         assert resp.status_code == 200  # the client still gets its answer
     finally:
         db.execute_sql("ALTER TABLE request_log_away RENAME TO request_log")
-    spool = client.application.extensions["octorelay.relay"].ledger.spool
+    spool = services(client.application).relay.ledger.spool
     assert spool.pending()
     assert RequestLog.select().count() == 1 and ApiKey.get_by_id(key["id"]).used_tokens == 110
 

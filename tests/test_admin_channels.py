@@ -2,6 +2,7 @@
 import pytest
 
 from app.models import Channel
+from app.state import services
 from tests.support.app import assert_error
 from tests.support.constants import SECRET_KEY
 
@@ -19,7 +20,7 @@ def test_create_masks_and_encrypts_the_upstream_key(admin, app):
     assert body["consecutive_failures"] == 0 and body["cooldown_until"] is None
     row = Channel.get_by_id(body["id"])
     assert UPSTREAM_KEY not in row.api_key_enc
-    box = app.extensions["octorelay.secrets"]
+    box = services(app).secrets
     assert box.decrypt(row.api_key_enc) == UPSTREAM_KEY
     for resp in (admin.get(f"/admin/channels/{body['id']}"), admin.get("/admin/channels")):
         assert UPSTREAM_KEY not in resp.get_data(as_text=True)
@@ -85,6 +86,6 @@ def test_rotated_secret_keys_still_decrypt(env, admin, app):
     channel = admin.create_channel(name="a", type="anthropic", api_key=UPSTREAM_KEY)
     rotated = create_app({**env, "OCTORELAY_SECRET_KEY": f"{new_secret_key()},{SECRET_KEY}"})
     token = Channel.get_by_id(channel["id"]).api_key_enc
-    box = rotated.extensions["octorelay.secrets"]
+    box = services(rotated).secrets
     assert box.decrypt(token) == UPSTREAM_KEY
     assert box.encrypt("x") != token

@@ -11,6 +11,7 @@ import pytest
 from app import create_app
 from app.config import ConfigError, load_settings
 from app.db import db, upgrade
+from app.state import services
 from tests.support.app import assert_error
 from tests.support.constants import ADMIN_TOKEN, SECRETS_USED
 from tests.support.logs import captured_logs
@@ -103,7 +104,7 @@ def test_the_address_behind_a_trusted_proxy_is_the_one_it_forwards(app, client):
     assert client.get("/admin/keys", **from_address("127.0.0.1", **{"X-Forwarded-For": "203.0.113.10"})
                       ).status_code == 200
     # from an untrusted peer, X-Forwarded-For is the client's own say: ignored
-    guard = app.extensions["octorelay.admin_guard"]
+    guard = services(app).admin_guard
     assert guard.client_address("192.0.2.5", "203.0.113.9") == "192.0.2.5"
     assert guard.client_address("127.0.0.1", "not-an-address") == "127.0.0.1"
 
@@ -119,7 +120,7 @@ def test_every_instance_shares_the_count_through_redis(env, redis_url):
     assert_error(clients[1].get("/admin/prices", **from_address("203.0.113.20")), 429, "rate_limit_error")
     assert clients[1].get("/admin/prices", **from_address("203.0.113.21")).status_code == 200
     for a in apps:
-        a.extensions["octorelay.relay"].ledger.close()
+        services(a).relay.close()
 
 
 def test_a_down_limit_store_leaves_the_admin_api_usable_and_still_throttled(env):
@@ -130,7 +131,7 @@ def test_a_down_limit_store_leaves_the_admin_api_usable_and_still_throttled(env)
     for _ in range(10):
         assert client.get("/admin/prices", **from_address("203.0.113.30", WRONG)).status_code == 401
     assert client.get("/admin/prices", **from_address("203.0.113.30")).status_code == 429
-    app.extensions["octorelay.relay"].ledger.close()
+    services(app).relay.close()
 
 
 # /metrics ---------------------------------------------------------------------------------------
@@ -151,4 +152,4 @@ def test_metrics_need_the_metrics_token_when_it_is_set(env):
     assert resp.status_code == 200 and b"octorelay_cost_usd_total" in resp.data
     assert b"octorelay_admin_auth_failures_total" in resp.data
     assert client.get("/healthz").status_code == 200  # the probes stay open
-    app.extensions["octorelay.relay"].ledger.close()
+    services(app).relay.close()

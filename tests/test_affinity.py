@@ -15,6 +15,7 @@ from app import create_app
 from app.db import db, upgrade
 from app.models import RequestLog
 from app.services.affinity import Affinity, LocalStore, conversation_id, scoped_key
+from app.state import services
 from tests.support.admin import AdminClient
 from tests.support.app import SettlingClient
 from tests.support.constants import UPSTREAM_KEY
@@ -254,7 +255,7 @@ def test_affinity_off_restores_the_per_request_choice(env, upstream):
         assert len(set(served_by(upstream))) >= 2  # all 12 on one of 3: p = 3 / 3**12
         assert affinity_column() == [None] * 12
     finally:
-        app.extensions["octorelay.relay"].ledger.close()
+        services(app).relay.close()
         db.obj.close_all()
 
 
@@ -277,7 +278,7 @@ def test_a_home_expires_a_ttl_after_the_last_turn(env, upstream):
         conversation(client, key, "header", 1, 1, start=6)
         assert affinity_column() == ["new", "kept", "kept", "kept", "kept", "new"]
     finally:
-        app.extensions["octorelay.relay"].ledger.close()
+        services(app).relay.close()
         db.obj.close_all()
 
 
@@ -296,13 +297,13 @@ def test_an_unreachable_store_routes_turns_as_new_and_is_left_alone_a_while(
 
     from app.services import affinity as affinity_module
 
-    app.extensions["octorelay.relay"].affinity = Affinity(Down())
+    services(app).relay.affinity = Affinity(Down())
     for t in range(1, 4):
         assert post(client, key, turn_body("d", t), {"x-claude-code-session-id": "d"}).status_code == 200
     assert affinity_column() == ["new"] * 3
     assert calls == ["get"]  # no turn waits on a store that just failed
     monkeypatch.setattr(affinity_module, "RETRY_S", 0.0)
-    app.extensions["octorelay.relay"].affinity = Affinity(Down())
+    services(app).relay.affinity = Affinity(Down())
     assert post(client, key, turn_body("d", 4), {"x-claude-code-session-id": "d"}).status_code == 200
     assert calls == ["get", "get", "set"]  # tried again once the pause is over
 

@@ -24,6 +24,7 @@ from app.errors import InvalidRequest
 from app.models import ApiKey
 from app.schemas.json_body import VALUE_BYTES, check_density, parse_json_body
 from app.services.auth import KeySnapshot
+from app.state import services
 from tests.support.admin import AdminClient
 from tests.support.app import assert_error
 from tests.support.constants import SECRETS_USED
@@ -100,7 +101,7 @@ def test_rpm_refuses_a_20_mb_body_without_reading_it(client, admin, mock):
 
 def test_a_full_concurrency_refuses_a_20_mb_body_without_reading_it(app, client, admin, mock):
     key = new_key(admin, max_concurrency=1)
-    limiter = app.extensions["octorelay.relay"].limiter
+    limiter = services(app).relay.limiter
     held = limiter.admit_before_body(KeySnapshot.of(ApiKey.get_by_id(key["id"])))  # its one slot, taken
     try:
         body = body_of(BIG)
@@ -114,7 +115,7 @@ def test_a_full_concurrency_refuses_a_20_mb_body_without_reading_it(app, client,
 
 def test_count_tokens_over_its_rpm_refuses_a_20_mb_body_without_reading_it(client, admin, mock):
     key = new_key(admin)
-    relay = client.application.extensions["octorelay.relay"]
+    relay = services(client.application).relay
     relay.count_tokens_rpm = 1
     assert post(client, key["key"], SMALL, "/v1/messages/count_tokens").status_code == 200
     body = body_of(BIG)

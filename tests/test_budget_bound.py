@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.adaptors import estimate_tokens
 from app.db import db, upgrade
+from app.state import services
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel
 from tests.support.bodies import messages_body
@@ -64,7 +65,7 @@ def test_the_ten_cent_key_stays_within_the_stated_bound(env, upstream, redis_url
         for t in threads:
             t.join(40)
         for app in apps:
-            app.extensions["octorelay.relay"].ledger.flush(10)
+            services(app).relay.flush(10)
         admitted = results.count(200)
         most_in_flight = BUDGET_NANOS // reservation
         used = round(admin.get(f"/admin/keys/{key['id']}").get_json()["used_usd"] * 1e9)
@@ -79,5 +80,5 @@ def test_the_ten_cent_key_stays_within_the_stated_bound(env, upstream, redis_url
         for server in servers:
             server.shutdown()
         for app in apps:
-            app.extensions["octorelay.relay"].ledger.close()
+            services(app).relay.close()
         db.obj.close_all()

@@ -9,6 +9,7 @@ import pytest
 from app.models import ApiKey, RequestLog, utcnow
 from app.services import keys as key_service
 from app import periods
+from app.state import services
 from app.timefmt import iso
 from tests.support.app import anthropic_channel, assert_error, settled
 from tests.support.bodies import messages_body
@@ -107,7 +108,7 @@ class Clock:
 
     def __init__(self, app, now: datetime):
         self.now = now
-        relay = app.extensions["octorelay.relay"]
+        relay = services(app).relay
         relay.limiter.clock = relay.ledger.clock = lambda: self.now
 
 
@@ -187,7 +188,7 @@ def settlement(key_id: int, n: int, created_at: datetime, input_tokens: int = 10
 
 
 def test_a_row_of_an_ended_period_written_late_no_longer_counts(app, admin):
-    ledger = app.extensions["octorelay.relay"].ledger
+    ledger = services(app).relay.ledger
     key = admin.create_key(name="late", budget_usd=1, budget_period="day")
     with app.app_context():
         ledger.write_batch([settlement(key["id"], 1, NEW_YEAR + timedelta(hours=2))])
@@ -208,7 +209,7 @@ def test_a_row_of_an_ended_period_written_late_no_longer_counts(app, admin):
 def test_concurrent_writers_across_the_reset_count_exactly_this_periods_rows(app, admin):
     """Several writers (workers, instances) charge one key with rows on both sides of the reset, in
     any order: the key ends with exactly the new period's rows (on PostgreSQL, real row locks)."""
-    ledger = app.extensions["octorelay.relay"].ledger
+    ledger = services(app).relay.ledger
     key = admin.create_key(name="busy", budget_usd=1000, budget_period="month")
     rng = random.Random(20)
     rows = [settlement(key["id"], n, NEW_YEAR + timedelta(seconds=rng.randint(-30, 30)), rng.randint(1, 5000))

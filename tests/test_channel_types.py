@@ -6,6 +6,7 @@ import pytest
 
 from app.channel_types import CHANNEL_TYPES
 from app.models import Channel
+from app.state import services
 from tests.support.app import assert_error
 from tests.support.clouds import AWS_KEY_ID, AWS_SECRET, FakeVertex
 from tests.support.constants import SECRETS_USED
@@ -97,7 +98,7 @@ def test_the_token_uri_is_under_the_upstream_policy(env, service_account):
         "name": "gcp", "type": "vertex", "models": ["claude-*"], "credentials": service_account,
         "options": {"project_id": "octo-test-project", "region": "us-east5"}})
     assert_error(resp, 400, "invalid_request_error", contains="credentials.token_uri")
-    app.extensions["octorelay.relay"].ledger.close()
+    services(app).relay.close()
 
 
 def test_the_schema_the_dashboard_and_the_cli_list_the_registry(admin, client, runner):  # noqa: F811

@@ -3,6 +3,7 @@
 import pytest
 
 from app.models import ApiKey
+from app.state import services
 from tests.support.app import assert_error
 
 
@@ -82,5 +83,5 @@ def test_key_expiring_later_works_until_then(client, admin, key):
 def test_lookup_is_by_hash_only(app, client, key):
     """Tampering with the stored hash makes the key unknown: nothing else identifies it."""
     ApiKey.update(key_hash="0" * 64).where(ApiKey.id == key["id"]).execute()
-    app.extensions["octorelay.key_cache"].clear()
+    services(app).key_cache.clear()
     assert_error(client.get("/v1/models", headers={"x-api-key": key["key"]}), 401, "authentication_error")

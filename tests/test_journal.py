@@ -15,6 +15,7 @@ import requests
 
 from app.db import db
 from app.models import ApiKey, RequestJournal, RequestLog, WorkerBeat, utcnow
+from app.state import services
 from tests.support.app import anthropic_channel, settled
 from tests.support.bodies import messages_body
 from tests.support.processes import serve_gunicorn
@@ -88,7 +89,7 @@ def test_a_burst_is_journaled_and_forgotten_in_chunks(app, admin):
     from app.services.accounting import JOURNAL_CHUNK, RequestRecord
 
     key = admin.create_key(name="k", budget_usd=5)
-    ledger = app.extensions["octorelay.relay"].ledger
+    ledger = services(app).relay.ledger
     n = JOURNAL_CHUNK * 2 + 7
     records = [RequestRecord(f"req_burst_{i}", key["id"], "claude-sonnet-4-6", bool(i % 2)) for i in range(n)]
     entries = [{"journal": True, "request_id": r.request_id, "key_id": r.key_id, "model": r.model,
@@ -113,7 +114,7 @@ def test_a_dead_workers_entries_are_settled_once_at_their_reservation(app, admin
                               stream=1, worker="gone:1:aa", reservation_nanos=1_000_000, started_at=old)
     RequestJournal.create(request_id="req_young", key_id=key["id"], model="claude-sonnet-4-6", stream=0,
                           worker="gone:1:aa", reservation_nanos=1, started_at=utcnow())  # may still be starting
-    sweeper = app.extensions["octorelay.relay"].ledger.sweeper
+    sweeper = services(app).relay.ledger.sweeper
     sweeper._database = db.obj  # as ensure_started() binds it
     assert sweeper.tick() == 3
     assert sweeper.tick() == 0  # settled once

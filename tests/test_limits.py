@@ -12,6 +12,7 @@ from app.adaptors import estimate_tokens
 from app.db import db, upgrade
 from app.models import RequestLog
 from app.services.leases import MemoryLeases, RedisLeases
+from app.state import services
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel, assert_error
 from tests.support.bodies import messages_body
@@ -294,5 +295,5 @@ def test_a_slow_non_streaming_request_keeps_its_slot_past_the_lease_ttl(env, ups
         assert third.status_code == 200, third.text
     finally:
         server.shutdown()
-        app.extensions["octorelay.relay"].ledger.close()
+        services(app).relay.close()
         db.obj.close_all()

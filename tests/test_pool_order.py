@@ -20,6 +20,7 @@ from app.db import db, open_database, release
 from app.models import ApiKey
 from app.services.pricing import PriceBook
 from app.services.routing import ChannelDirectory
+from app.state import services
 
 POOL = 2
 WAIT_S = 3.0  # the pool wait in these tests: a deadlock ends in MaxConnectionsExceeded after it
@@ -42,7 +43,7 @@ def tiny_pool(app, env, monkeypatch):
 
 def caches(app):
     """A price book and a channel directory that reload on every call (ttl 0): a forced reload."""
-    directory = app.extensions["octorelay.relay"].directory
+    directory = services(app).relay.directory
     return {"prices": (PriceBook(ttl=0), "table"),
             "channels": (ChannelDirectory(directory.box, ttl=0), "channels")}
 

@@ -1,6 +1,7 @@
 """Refused requests are visible: 400, 402, 403 and 429 answers given before routing leave a log row
 (key, model, status, error type; no channel, no cost), bounded per key; unknown keys leave none."""
 from app.models import RequestLog
+from app.state import services
 from tests.support.app import anthropic_channel, settled
 from tests.support.bodies import messages_body
 from tests.support.upstream import error_answer
@@ -72,5 +73,5 @@ def test_refusal_rows_are_bounded_per_key_and_all_counted(env, upstream):
         assert per_key.count(noisy["id"]) == 5 and per_key.count(calm["id"]) == 1
         assert REFUSALS.labels("400", "invalid_request_error", "no")._value.get() == before + 15
     finally:
-        app.extensions["octorelay.relay"].ledger.close()
+        services(app).relay.close()
         db.obj.close_all()

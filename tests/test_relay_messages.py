@@ -4,6 +4,7 @@ import json
 import pytest
 
 from app.models import ApiKey, RequestLog
+from app.state import services
 from tests.support.app import anthropic_channel, assert_error
 from tests.support.bodies import messages_body
 from tests.support.constants import ANSWER_CANARY, PROMPT_CANARY, UPSTREAM_KEY
@@ -295,7 +296,7 @@ def test_failures_interleaved_with_successes_in_other_workers_do_not_cool_a_chan
     from app.services.routing import ChannelDirectory
 
     channel = anthropic_channel(admin, upstream)
-    box = app.extensions["octorelay.secrets"]
+    box = services(app).secrets
     worker_a, worker_b = ChannelDirectory(box, ttl=1.0), ChannelDirectory(box, ttl=1.0)
     stale = worker_b.candidates("claude-sonnet-4-5")[0]
     for _ in range(4):
@@ -310,7 +311,7 @@ def test_a_burst_of_failures_makes_one_cooldown(app, admin, upstream):
     from app.services.routing import ChannelDirectory
 
     channel = anthropic_channel(admin, upstream)
-    directory = ChannelDirectory(app.extensions["octorelay.secrets"], ttl=1.0)
+    directory = ChannelDirectory(services(app).secrets, ttl=1.0)
     config = directory.candidates("claude-sonnet-4-5")[0]
     for _ in range(16):  # 16 requests in flight all fail
         directory.record_failure(config, "http_529")
@@ -326,5 +327,5 @@ def test_a_channel_without_base_url_is_routed_to_the_types_default(app, admin):
     """An `anthropic` channel created without `base_url` (as bootstrap does with ANTHROPIC_API_KEY)
     must reach https://api.anthropic.com, not fail every request with a URL-less 502."""
     admin.create_channel(name="official", type="anthropic", api_key="sk-ant-api03-x", models=["claude-*"])
-    [channel] = app.extensions["octorelay.relay"].directory.candidates("claude-sonnet-4-5")
+    [channel] = services(app).relay.directory.candidates("claude-sonnet-4-5")
     assert channel.base_url == "https://api.anthropic.com"

@@ -13,6 +13,7 @@ from app import shutdown
 from app.db import db
 from app.models import ApiKey, Channel, RequestLog
 from app.pg_budget import Limits, assess
+from app.state import services
 from app.wire.sse import SSEParser
 from tests.support.admin import AdminClient
 from tests.support.app import anthropic_channel, settled
@@ -44,7 +45,7 @@ def test_stopping_ends_an_open_stream_with_overloaded_error_and_settles_it(app, 
     anthropic_channel(admin, upstream)
     key = admin.create_key(name="k")
     upstream.script(long_stream())
-    relay = app.extensions["octorelay.relay"]
+    relay = services(app).relay
     resp, chunks, data = open_stream(live, key)
     assert relay.in_flight() == 1
     started = time.monotonic()
@@ -72,7 +73,7 @@ def test_stopping_answers_a_waiting_request_503_without_failing_over_or_blaming_
     anthropic_channel(admin, upstream, priority=1)  # a failover candidate that must not be tried
     key = admin.create_key(name="k")
     upstream.set_default(hang_answer(10, then=json_answer(anthropic_message())))
-    relay = app.extensions["octorelay.relay"]
+    relay = services(app).relay
     answer = {}
     thread = threading.Thread(target=lambda: answer.update(resp=requests.post(
         f"{live}/v1/messages", json=body(False), timeout=20, headers={"x-api-key": key["key"]})))
@@ -102,7 +103,7 @@ def test_the_deadline_cuts_then_flushes_and_reports(app, admin, live, upstream):
     anthropic_channel(admin, upstream)
     key = admin.create_key(name="k")
     upstream.script(long_stream())
-    relay = app.extensions["octorelay.relay"]
+    relay = services(app).relay
     resp, chunks, data = open_stream(live, key)
     report = {}
     deadline = time.monotonic() + 2.0
@@ -120,7 +121,7 @@ def test_no_database_connection_is_held_while_the_upstream_thinks(app, admin, li
     anthropic_channel(admin, upstream)
     key = admin.create_key(name="k")
     upstream.set_default(hang_answer(1.5, then=json_answer(anthropic_message())))
-    app.extensions["octorelay.key_cache"].clear()  # the request looks its key up: a connection
+    services(app).key_cache.clear()  # the request looks its key up: a connection
     answer = {}
     thread = threading.Thread(target=lambda: answer.update(resp=requests.post(
         f"{live}/v1/messages", json=body(False), timeout=20, headers={"x-api-key": key["key"]})))
@@ -170,7 +171,7 @@ def test_an_exhausted_pool_answers_503_overloaded_after_a_bounded_wait(env, monk
     try:
         client = app.test_client()
         key = AdminClient(client).create_key(name="k")
-        app.extensions["octorelay.key_cache"].clear()
+        services(app).key_cache.clear()
         size = db.obj._max_connections  # OCTORELAY_DB_POOL on PostgreSQL; SQLite keeps its own
         holding, release = threading.Barrier(size + 1, timeout=10), threading.Event()
 
@@ -195,5 +196,5 @@ def test_an_exhausted_pool_answers_503_overloaded_after_a_bounded_wait(env, monk
         assert 0.9 < waited < 4
         assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
     finally:
-        app.extensions["octorelay.relay"].ledger.close()
+        services(app).relay.close()
         db.obj.close_all()

@@ -6,6 +6,7 @@ from flask.testing import FlaskClient
 
 from app.models import ApiKey, RequestLog
 from app.services.writer import SettlementWriter
+from app.state import services
 from tests.support.app import anthropic_channel
 from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, json_answer
@@ -89,7 +90,7 @@ def test_the_answer_does_not_wait_for_the_database(app, admin, upstream):
     client = FlaskClient(app)  # a plain client: no flush after each request
     headers = {"x-api-key": key["key"]}
     assert client.post("/v1/messages", json=BODY, headers=headers).status_code == 200  # warm caches
-    assert app.extensions["octorelay.relay"].ledger.flush(5)
+    assert services(app).relay.flush(5)
 
     locked, release = threading.Event(), threading.Event()
 
@@ -112,6 +113,6 @@ def test_the_answer_does_not_wait_for_the_database(app, admin, upstream):
         release.set()
         holder.join(10)
     assert answered_in < 5  # not stuck behind the lock (held for up to 10 s)
-    assert app.extensions["octorelay.relay"].ledger.flush(10)
+    assert services(app).relay.flush(10)
     assert RequestLog.select().count() == 2
     assert ApiKey.get_by_id(key["id"]).used_tokens == 30

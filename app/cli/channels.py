@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..state import services
 from .common import _app, _emit, _fail, _fields, _resolve, _run, json_option, main
 
 CHANNEL_COLUMNS = ["id", "name", "type", "base_url", "api_key", "models", "priority", "weight",
@@ -97,8 +98,8 @@ def channels_add(name, as_json, **options):
 
     app = _app()
     fields = _run(load, ChannelSchema(), _channel_fields(name, **options))
-    channel = _run(svc.create_channel, fields, app.extensions["octorelay.secrets"],
-                   app.extensions["octorelay.upstream_policy"])
+    state = services(app)
+    channel = _run(svc.create_channel, fields, state.secrets, state.upstream_policy)
     _emit(svc.serialize(channel), as_json)
 
 
@@ -127,8 +128,8 @@ def channels_update(channel, name, as_json, **options):
     fields = _run(lambda: load(ChannelSchema(), _channel_fields(name, **options), partial=True))
     if fields.get("options"):  # --region / --option change those options, keeping the others
         fields["options"] = {**(_run(svc.get_channel, channel_id).options or {}), **fields["options"]}
-    channel = _run(svc.update_channel, channel_id, fields, app.extensions["octorelay.secrets"],
-                   app.extensions["octorelay.upstream_policy"])
+    state = services(app)
+    channel = _run(svc.update_channel, channel_id, fields, state.secrets, state.upstream_policy)
     _emit(svc.serialize(channel), as_json)
 
 

@@ -30,6 +30,7 @@ from .auth import KeySnapshot
 from .journal import worker_id
 from .limiter import Admission, Estimate, Limiter
 from .pricing import worst_case_nanos
+from .probe import probe_channel
 from .replies import (
     STOPPING_MESSAGE,
     PrimedStream,
@@ -104,6 +105,25 @@ class Relay:
     _in_flight: dict = field(default_factory=dict, init=False, repr=False)  # id -> unsettled record
 
     # entry points -------------------------------------------------------------
+
+    def admit_before_body(self, key: KeySnapshot, count_tokens: bool = False) -> Admission:
+        """What the key's limits refuse before its body is read and parsed (issue 22): a key over
+        its budget, rpm or concurrency never makes this worker read its body. count_tokens calls
+        are free and only rate-limited (OCTORELAY_COUNT_TOKENS_RPM)."""
+        if count_tokens:
+            self.limiter.admit_free(key, "count_tokens", self.count_tokens_rpm)
+            return Admission(key)
+        return self.limiter.admit_before_body(key)
+
+    def abandon(self, admission: Admission | None) -> None:
+        """A call that ends before it is settled (a bad body, a refused model) gives back what it
+        was admitted for; a settled one is left alone, and one never admitted holds nothing."""
+        if admission is not None:
+            self.limiter.abandon(admission)
+
+    def probe(self, channel_id: int) -> dict:
+        """The admin's channel test: one minimal request through that channel (services/probe.py)."""
+        return probe_channel(channel_id, self.directory, self.transports)
 
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
@@ -402,6 +422,15 @@ class Relay:
     def in_flight(self) -> int:
         """Requests routed and not yet settled."""
         return len(self._in_flight)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every settlement queued so far is committed (or spooled); False on timeout."""
+        return self.ledger.flush(timeout)
+
+    def close(self) -> None:
+        """Write what is queued and stop the settlement writer and the journal's sweeper (a
+        worker's exit, the end of a test)."""
+        self.ledger.close()
 
     def _metric_label(self, record: RequestRecord) -> str:
         """Bounded label values: a glob channel accepts any string a client sends. From the

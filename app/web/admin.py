@@ -6,7 +6,8 @@ from ..schemas import load
 from ..schemas import usage as usage_query
 from ..schemas.admin import ChannelSchema, KeySchema, PriceSchema
 from ..schemas.json_body import parse_json_body
-from ..services import channels, keys, prices, probe, usage
+from ..services import channels, keys, prices, usage
+from ..state import services
 from .envelope import json_response, read_body
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -22,7 +23,7 @@ def _require_admin():
 
 def require_bearer(token: str, refusal: str) -> None:
     """401 unless the request carries `token`; failures throttled per client address (services/admin_guard.py)."""
-    guard = current_app.extensions["octorelay.admin_guard"]
+    guard = services().admin_guard
     address = guard.client_address(request.remote_addr, request.headers.get("x-forwarded-for"))
     guard.authorize(token, request.headers.get("authorization", ""), address, request.path[:200], refusal)
 
@@ -30,14 +31,6 @@ def require_bearer(token: str, refusal: str) -> None:
 def _body():
     """Strict JSON, as on the client API: lenient parsing let bad input through to the DB."""
     return parse_json_body(read_body())
-
-
-def _box():
-    return current_app.extensions["octorelay.secrets"]
-
-
-def _policy():
-    return current_app.extensions["octorelay.upstream_policy"]
 
 
 def _no_content():
@@ -78,7 +71,7 @@ def revoke_key(key_id):
 
 @bp.post("/channels")
 def create_channel():
-    channel = channels.create_channel(load(ChannelSchema(), _body()), _box(), _policy())
+    channel = channels.create_channel(load(ChannelSchema(), _body()), services().secrets, services().upstream_policy)
     return json_response(channels.serialize(channel), 201)
 
 
@@ -95,14 +88,15 @@ def show_channel(channel_id):
 @bp.patch("/channels/<int:channel_id>")
 def update_channel(channel_id):
     fields = load(ChannelSchema(), _body(), partial=True)
-    return json_response(channels.serialize(channels.update_channel(channel_id, fields, _box(), _policy())))
+    state = services()
+    return json_response(channels.serialize(channels.update_channel(channel_id, fields, state.secrets,
+                                                                    state.upstream_policy)))
 
 
 @bp.post("/channels/<int:channel_id>/test")
 def probe_channel(channel_id):
     """A minimal request through this one channel; 200 with ok false when the upstream fails."""
-    relay = current_app.extensions["octorelay.relay"]
-    return json_response(probe.probe_channel(channel_id, relay.directory, relay.transports))
+    return json_response(services().relay.probe(channel_id))
 
 
 @bp.delete("/channels/<int:channel_id>")

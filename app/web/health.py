@@ -3,6 +3,7 @@ from flask import Blueprint, Response, current_app
 
 from .. import metrics
 from ..db import db, describe_error, pending_migrations
+from ..state import services
 from .admin import require_bearer
 from .envelope import json_response
 
@@ -47,7 +48,7 @@ def readyz():
                 "run `octorelay db upgrade`")
         except Exception as exc:
             checks["schema"] = f"error: {describe_error(exc)}"
-    redis_client = current_app.extensions.get("octorelay.redis")
+    redis_client = services().redis
     if redis_client is not None:
         try:
             redis_client.ping()

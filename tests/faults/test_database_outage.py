@@ -12,6 +12,7 @@ import requests
 from app import create_app
 from app.db import db, upgrade
 from app.models import ApiKey, RequestLog
+from app.state import services
 from tests.faults.helpers import (STREAM_BODY, TcpProxy, fresh_get, fresh_post, is_error, one_row, pg_target,
                                   post, proxied_url, sonnet_cost, start_gunicorn)
 from tests.support.admin import AdminClient
@@ -44,7 +45,7 @@ def proxied(env, db_proxy, upstream):
     admin = AdminClient(client)
     anthropic_channel(admin, upstream)
     yield app, client, admin, admin.create_key(name="outage")
-    app.extensions["octorelay.relay"].ledger.close()
+    services(app).relay.close()
     db.obj.close_all()
 
 
@@ -118,7 +119,7 @@ def test_settlement_during_an_outage_keeps_its_row(proxied, db_proxy, upstream, 
     admin.patch(f"/admin/keys/{key['id']}", json={"max_concurrency": 1})
     assert post(client, key).status_code == 200  # warms the key, channel and price caches (25 + 15)
     if case == "stream-price-reload":
-        relay = app.extensions["octorelay.relay"]
+        relay = services(app).relay
         getattr(relay, "ledger", relay).prices.ttl = 0  # as if the 5 s price cache ran out meanwhile
     usage = {"input_tokens": 50, "output_tokens": 1}
     if case == "non-stream":
@@ -138,7 +139,7 @@ def test_settlement_during_an_outage_keeps_its_row(proxied, db_proxy, upstream, 
 
     # the next request: admitted (the slot came back), and its settlement finds the database again
     assert post(client, key).status_code == 200  # 25 + 15
-    assert app.extensions["octorelay.relay"].ledger.flush(10)  # this client does not wait for settlements
+    assert services(app).relay.flush(10)  # this client does not wait for settlements
     request_id = resp.headers["request-id"]
     row = one_row(request_id, timeout=3)
     assert (row.input_tokens, row.output_tokens, row.status) == (50, 20, 200)

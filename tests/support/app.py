@@ -7,6 +7,7 @@ import time
 from flask.testing import FlaskClient
 
 from app.db import open_database
+from app.state import services
 from tests.support.constants import UPSTREAM_KEY
 
 
@@ -22,7 +23,7 @@ class SettlingClient(FlaskClient):
 
 def settled(app) -> None:
     """Block until every settlement the app has queued is committed."""
-    assert app.extensions["octorelay.relay"].ledger.flush(timeout=10), "settlements not written in 10 s"
+    assert services(app).relay.flush(timeout=10), "settlements not written in 10 s"
 
 
 def assert_error(resp, status: int, error_type: str, *, contains: str | None = None) -> dict:
