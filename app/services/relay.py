@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Mapping
@@ -18,7 +17,7 @@ from ..adaptors.anthropic import AnthropicAdaptor
 from ..adaptors.base import Adaptor, estimate_missing_usage
 from ..channel_types import channel_type
 from ..db import release as release_db
-from ..errors import InvalidRequest, NotFound, PermissionDenied, error_body, error_type_for
+from ..errors import InvalidRequest, NotFound, error_body, error_type_for
 from ..metrics import STREAMS
 from ..models import utcnow
 from ..upstream.transport import TransportError, UpstreamResponse
@@ -29,7 +28,6 @@ from .affinity import Affinity
 from .auth import KeySnapshot
 from .journal import worker_id
 from .limiter import Admission, Estimate, Limiter
-from .pricing import worst_case_nanos
 from .probe import probe_channel
 from .replies import (
     STOPPING_MESSAGE,
@@ -48,6 +46,7 @@ from .replies import (
     upstream_text,
     with_request_id,
 )
+from .reservations import unpriced_channels, worst_case
 from .routing import ChannelConfig, ChannelDirectory, home_first
 
 log = logging.getLogger("octorelay.relay")
@@ -157,39 +156,12 @@ class Relay:
         return reply
 
     def _refuse_unpriced(self, call: RelayCall) -> None:
-        """A key with a budget is never served for free: channels whose upstream model has no
-        price are skipped for it, and if that leaves none it gets a 403 before anything is sent.
-        (Keys without a budget are relayed at cost 0; billing warns and counts it.)"""
-        if call.key.budget_nanos is None:
-            return
-        prices = self.ledger.prices
-        unpriced = {c.id: c.upstream_model(call.model) for c in self.directory.candidates(call.model)
-                    if prices.lookup(c.upstream_model(call.model)) is None}
-        if not unpriced:
-            return
-        if len(unpriced) == len(self.directory.candidates(call.model)):
-            name = next(iter(unpriced.values()))
-            raise PermissionDenied(
-                f"model {name!r} has no price, and this API key has a budget: an operator must price it "
-                f"(PUT /admin/prices/{name} or `octorelay prices set {name} ...`; a glob such as "
-                f"'claude-opus-5*' prices a whole family)")
-        call.skip_channels = frozenset(unpriced)
+        call.skip_channels = unpriced_channels(call.key, call.model, self.directory.candidates(call.model),
+                                               self.ledger.prices)
 
     def _worst_case(self, call: RelayCall) -> Estimate:
-        """What this request may be reserved against its key's budget and quota while it runs:
-        its input by size and all of max_tokens, at the model's dearest rates, plus an allowance
-        when it enables server tools (search results enter the context upstream). Only keys
-        with a budget or quota need it; reservations never add up past what is left."""
-        key = call.key
-        if key.budget_nanos is None and key.token_quota is None:
-            return Estimate()
-        model = next((c.upstream_model(call.model) for c in self.directory.candidates(call.model)), call.model)
-        input_tokens, output_tokens = estimate_tokens(len(call.raw)), call.body["max_tokens"]
-        price = self.ledger.prices.lookup(model)
-        nanos = worst_case_nanos(price, input_tokens, output_tokens) if price is not None else 0
-        if _uses_server_tools(call.body):
-            nanos += self.server_tool_reserve_nanos
-        return Estimate(nanos, input_tokens + output_tokens)
+        return worst_case(call.key, call.model, len(call.raw), call.body, self.directory.candidates(call.model),
+                          self.ledger.prices, self.server_tool_reserve_nanos)
 
     def count_tokens(self, call: RelayCall) -> Reply:
         """Free and frequent (Claude Code calls it constantly): relayed, never billed or logged,
@@ -458,17 +430,6 @@ class Relay:
                     log.exception("on_settled hook failed")
 
         self.ledger.settle(record, committed)
-
-
-SERVER_TOOLS = re.compile(r"^(web_search|web_fetch|code_execution|bash_code_execution|"
-                          r"text_editor_code_execution|tool_search)")
-
-
-def _uses_server_tools(body: dict) -> bool:
-    """Tools Anthropic runs itself (and bills beyond the body: searches, fetched pages)."""
-    tools = body.get("tools")
-    return isinstance(tools, list) and any(
-        isinstance(t, dict) and isinstance(t.get("type"), str) and SERVER_TOOLS.match(t["type"]) for t in tools)
 
 
 def _estimates_on_refusal(channels: list[ChannelConfig], channel_id: int | None) -> bool:
