@@ -20,10 +20,10 @@ def test_an_admin_write_returns_after_its_own_listener_heard_it(app, admin):
             break
         time.sleep(0.01)
     assert feed._conn is not None
-    heard = len(feed._heard)
     before = feed.version()
+    feed._heard.clear()  # bounded (the newest 256): earlier tests' notifications may fill it
     admin.create_channel(name="echo", models=["echo-*"])
-    assert len(feed._heard) == heard + 1  # heard before the write returned
+    assert len(feed._heard) >= 1  # heard before the write returned
     assert feed.version() > before
 
 
