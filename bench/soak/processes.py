@@ -2,31 +2,19 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.soak.settings import HOST, REPO
+from bench.soak.settings import REPO
+from tests.support.processes import Proc
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """gunicorn in its own session; stdout/stderr to files; stopped by PID."""
+class Server(Proc):
+    """gunicorn in its own session, run from the repository; stopped by PID (the tests' `Proc`)."""
 
     def __init__(self, args: list[str], env: dict, logdir: Path, name: str):
-        self.stdout_path = logdir / f"{name}.stdout"
-        self.stderr_path = logdir / f"{name}.stderr"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.popen = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        super().__init__(args, cwd=REPO, env=env, logdir=logdir, name=name)
 
     @property
     def pid(self) -> int:
@@ -41,21 +29,8 @@ class Server:
                 pass
         return sorted(pids)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # workers that outlived the master (they should not): its process group, by its id
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+    def stop(self, timeout: float = 20.0) -> int | None:
+        return super().stop(timeout=timeout)
 
 
 @dataclass

@@ -79,7 +79,7 @@ class Reporting:
                     f"(attempts per row: {dict(sorted(attempts.items()))}; client_disconnected: "
                     f"{sum(1 for r in rows.values() if r[13])}; with error_type: "
                     f"{sum(1 for r in rows.values() if r[6])})",
-                    f"- tokens in rows: " + ", ".join(f"{f} {sum(int(r[i]) for r in rows.values()):,}"
+                    "- tokens in rows: " + ", ".join(f"{f} {sum(int(r[i]) for r in rows.values()):,}"
                                                       for i, f in zip((7, 8, 9, 10), TOKEN_FIELDS)),
                     f"- cost: rows {sum(int(r[11]) for r in rows.values()):,} nanos = keys' used "
                     f"{sum(int(k[1]) for k in self.key_rows.values()):,} nanos (${self.api_used_usd:.6f} via "

@@ -18,13 +18,14 @@ import requests
 
 from bench.soak.clients import LoadClient, Outcome
 from bench.soak.databases import ensure_postgres_database, redact
-from bench.soak.processes import ProcSample, Server, free_port, sample_process
+from bench.soak.processes import ProcSample, Server, sample_process
 from bench.soak.report import Report, Reporting
 from bench.soak.settings import (GUNICORN, HEALTHY_ONLY, HOST, KEYS, MODEL_MAP, OCTORELAY, QUIET_S, REPO,
                                  ROUTED_KINDS, SERVER_VARS, SETTLE_STABLE_S, SETTLE_TIMEOUT_S, SHARED_MODELS,
                                  UPSTREAM_KEY, SetupError)
 from bench.soak.upstream import ScriptedChannel
 from bench.soak.verify import Verification
+from tests.support.net import free_port
 from tests.support.upstream import Upstream
 
 
