@@ -344,8 +344,7 @@ class Ledger:
                "attempts": 0, "client_disconnected": False, "latency_ms": 0, "upstream_model": None,
                "created_at": entry.started_at.isoformat()}
         with db.connection_context(), _write_transaction():
-            # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
-            if not RequestJournal.delete().where(RequestJournal.request_id == entry.request_id).execute():  # type: ignore[misc]
+            if not RequestJournal.delete().where(RequestJournal.request_id == entry.request_id).execute():
                 return False
             if RequestLog.select().where(RequestLog.request_id == entry.request_id).exists():
                 return False  # settled after all (its row came through the spool)
@@ -419,8 +418,7 @@ class Ledger:
         so a settlement is never charged twice."""
         cost = self._cost(row)
         with db.connection_context(), _write_transaction():
-            # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
-            RequestJournal.delete().where(RequestJournal.request_id == row["request_id"]).execute()  # type: ignore[misc]
+            RequestJournal.delete().where(RequestJournal.request_id == row["request_id"]).execute()
             if replay and RequestLog.select().where(RequestLog.request_id == row["request_id"]).exists():
                 return cost
             self._execute([row], [cost])

@@ -162,6 +162,5 @@ def update_channel(channel_id: int, fields: dict, box: SecretBox,
 
 def delete_channel(channel_id: int) -> None:
     get_channel(channel_id)
-    # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
-    Channel.delete().where(Channel.id == channel_id).execute()  # type: ignore[misc]
+    Channel.delete().where(Channel.id == channel_id).execute()
     announce()

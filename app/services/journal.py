@@ -88,8 +88,7 @@ class Sweeper:
             orphans = list(RequestJournal.select()
                            .where(RequestJournal.worker.not_in(alive) & (RequestJournal.started_at < cutoff))
                            .limit(SWEEP_BATCH))
-            # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
-            WorkerBeat.delete().where(WorkerBeat.seen_at < now - timedelta(days=1)).execute()  # type: ignore[misc]
+            WorkerBeat.delete().where(WorkerBeat.seen_at < now - timedelta(days=1)).execute()
         settled = sum(1 for entry in orphans if self.ledger.settle_orphan(entry))
         if settled:
             log.warning("requests of a dead worker settled at their reservation",

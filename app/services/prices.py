@@ -71,8 +71,7 @@ def put_price(model: str, fields: dict) -> tuple[ModelPrice, bool]:
 def delete_price(model: str) -> None:
     """Remove the price of `model` (its exact name or glob as stored); 404 when there is none.
     In force for the next request on every worker: the model then bills by the next matching glob."""
-    # types-peewee declares Model.delete as classmethod_only[Self, ...], which mypy cannot bind
-    if not ModelPrice.delete().where(ModelPrice.model == model).execute():  # type: ignore[misc]
+    if not ModelPrice.delete().where(ModelPrice.model == model).execute():
         raise NotFound(f"no price for {model!r}")
     announce()
 
