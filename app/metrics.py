@@ -49,8 +49,6 @@ def record_request(record) -> None:
     channel = str(record.channel_id) if record.channel_id is not None else "-"
     model = record.metric_model if record.channel_id is not None else "-"
     REQUESTS.labels(str(record.status), model, channel).inc()
-    if record.affinity is not None:
-        SESSION_AFFINITY.labels(record.affinity).inc()
     if record.channel_id is None:
         return
     usage = record.usage

@@ -7,6 +7,7 @@ turn. With OCTORELAY_TEST_REDIS_URL set, homes live in Redis (the same tests).
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -308,6 +309,98 @@ def test_an_unreachable_store_routes_turns_as_new_and_is_left_alone_a_while(
     assert calls == ["get", "get", "set"]  # tried again once the pause is over
 
 
+# a model served by one channel: nothing to choose, so the writer records the turn --------------
+
+class Watched:
+    """The relay's store, noting which thread asks it what."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls: list[tuple[str, str]] = []
+
+    def _note(self, what):
+        self.calls.append((what, threading.current_thread().name))
+
+    def get(self, key):
+        self._note("get")
+        return self.store.get(key)
+
+    def set(self, key, value):
+        self._note("set")
+        self.store.set(key, value)
+
+    def record(self, turns):
+        self._note("record")
+        return self.store.record(turns)
+
+
+def channel(admin, upstream, name):
+    return admin.create_channel(name=name, type="anthropic", base_url=f"{upstream.url}/{name}",
+                                api_key=UPSTREAM_KEY, models=["claude-*"])
+
+
+def test_the_only_channel_is_used_without_asking_the_store_and_the_writer_records_the_turn(
+        client, app, admin, key, upstream):
+    upstream.set_default(json_answer(anthropic_message()))
+    channel(admin, upstream, "a")
+    affinity = services(app).relay.affinity
+    watched = Watched(affinity.store)
+    affinity.store = watched
+    conversation(client, key, "header", 1, 3)
+    assert affinity_column() == ["new", "kept", "kept"]
+    assert watched.calls and {what for what, _ in watched.calls} == {"record"}
+    assert {thread for _, thread in watched.calls} == {"octorelay-settle"}  # after the answer, not before it
+
+
+def test_a_conversation_begun_on_the_only_channel_stays_there_when_channels_join(client, admin, key, upstream):
+    upstream.set_default(json_answer(anthropic_message()))
+    channel(admin, upstream, "a")
+    conversation(client, key, "header", 1, 2)
+    for name in "bc":
+        channel(admin, upstream, name)
+    conversation(client, key, "header", 1, 6, start=3)
+    assert served_by(upstream) == ["a"] * 8
+    assert affinity_column() == ["new"] + ["kept"] * 7
+
+
+def test_a_client_error_on_the_only_usable_channel_keeps_the_home_elsewhere(client, admin, key, upstream):
+    upstream.set_default(json_answer(anthropic_message()))
+    ids = {channel(admin, upstream, name)["id"]: name for name in "ab"}
+    headers = {"x-claude-code-session-id": "e"}
+    assert post(client, key, turn_body("e", 1), headers).status_code == 200
+    home = served_by(upstream)[0]
+    other = "b" if home == "a" else "a"
+    home_id = next(i for i, name in ids.items() if name == home)
+    admin("PATCH", f"/admin/channels/{home_id}", json={"enabled": False})
+    upstream.script(error_answer(400, "invalid_request_error", "nope"), path=f"/{other}/v1/messages")
+    assert post(client, key, turn_body("e", 2), headers).status_code == 400  # the only channel now
+    admin("PATCH", f"/admin/channels/{home_id}", json={"enabled": True})
+    assert post(client, key, turn_body("e", 3), headers).status_code == 200
+    assert served_by(upstream) == [home, other, home]
+    assert affinity_column() == ["new", "moved", "kept"]
+
+
+def test_a_failing_store_makes_recorded_turns_new_and_is_left_alone_a_while(monkeypatch):
+    from app.services import affinity as affinity_module
+
+    class Down:
+        calls = 0
+
+        def record(self, turns):
+            Down.calls += 1
+            raise ConnectionError("store down")
+
+    affinity = Affinity(Down())
+    assert affinity.record([(("k1", True), 1), (("k2", False), 2)]) == ["new", "new"]
+    assert affinity.record([(("k1", True), 1)]) == ["new"]
+    assert Down.calls == 1  # the writer does not wait on a store that just failed either
+    monkeypatch.setattr(affinity_module, "RETRY_S", 0.0)
+    affinity = Affinity(Down())
+    affinity.record([(("k1", True), 1)])
+    affinity.record([(("k1", True), 1)])
+    assert Down.calls == 3
+
+
 # identity and store, without the relay ---------------------------------------------------
 
 def test_identity_precedence():
@@ -361,6 +454,31 @@ def test_redis_store_keeps_a_home_an_hour_after_the_last_turn(redis_url):
     assert store.get("k") == 7  # a turn pushes the expiry back to an hour
     assert 3590 <= client.ttl(RedisStore.PREFIX + "k") <= 3600
     assert client.keys(RedisStore.PREFIX + "*") == [(RedisStore.PREFIX + "k").encode()]
+    client.close()
+
+
+def record_turns(store):
+    """What `record` answers and leaves behind, the same for both stores."""
+    store.set("home", 1)
+    assert store.record([("home", 1), ("home", 2), ("fresh", 3), ("read", None), ("home", None)]) == [
+        1, 1, None, None, 2]
+    assert store.get("home") == 2 and store.get("fresh") == 3 and store.get("read") is None
+
+
+def test_local_store_records_turns():
+    record_turns(LocalStore())
+
+
+def test_redis_store_records_turns_in_one_pipelined_call_that_keeps_the_hour(redis_url):
+    import redis
+
+    from app.services.affinity import RedisStore
+
+    client = redis.Redis.from_url(redis_url)
+    record_turns(RedisStore(client))
+    client.pexpire(RedisStore.PREFIX + "home", 5000)
+    RedisStore(client).record([("home", None)])  # a read pushes the expiry back to an hour too
+    assert 3590 <= client.ttl(RedisStore.PREFIX + "home") <= 3600
     client.close()
 
 

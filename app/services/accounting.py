@@ -54,6 +54,7 @@ class RequestRecord:
     attempts: int = 0
     client_disconnected: bool = False
     affinity: str | None = None  # session affinity: kept / new / moved, None when not followed
+    affinity_pending: tuple[str, bool] | None = None  # a turn routed without a lookup: the writer records it
     usage_estimated: bool = False  # some counts are the relay's estimate (the upstream never sent them)
     metric_model: str = "-"  # the model as a metric label: known models only, "other" for the rest
     settled: bool = False
@@ -255,6 +256,8 @@ class Ledger:
         self._journaled: set[str] = set()  # journal entries committed and not settled yet (writer thread only)
         self.sweeper = Sweeper(self)
         self.clock = utcnow  # naive UTC now: a row's created_at, hence its budget period (tests inject one)
+        # turns routed without an affinity lookup -> their outcomes (Relay wires Affinity.record in)
+        self.record_affinity: Callable[[list[tuple[tuple[str, bool], int]]], list[str]] | None = None
 
     def settle(self, record: RequestRecord, done: Callable[[int], None] | None = None) -> None:
         """Queue the request's row and charge; `done(cost_nanos)` runs once they are committed
@@ -265,6 +268,8 @@ class Ledger:
         row["model"] = _storable(record.model)  # any string a client sent must fit the column
         row.update(upstream_model=record.upstream_model, created_at=self.clock().isoformat(),
                    **{name: getattr(record.usage, name) for name in USAGE_FIELDS})
+        if record.affinity_pending is not None:
+            row["affinity_pending"] = record.affinity_pending
         self.writer.submit(row, done)
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -287,6 +292,7 @@ class Ledger:
     def write_batch(self, rows: list[dict]) -> list[int]:
         """Rows and charges in one transaction; returns each row's cost (0 when spooled).
         Journal entries ride along in the same transaction (never spooled: best effort)."""
+        self._record_affinity(rows)
         journal = [row for row in rows if row.get("journal")]
         settled = [row for row in rows if not row.get("journal")] if journal else rows
         costs = self._write_settlements(settled, journal)
@@ -294,6 +300,23 @@ class Ledger:
             return costs
         out = iter(costs)
         return [0 if row.get("journal") else next(out) for row in rows]
+
+    def _record_affinity(self, rows: list[dict]) -> None:
+        """Turns routed without a lookup get their affinity outcome here, in one store call for
+        the batch (services/affinity.py); the row keeps only the outcome."""
+        pending = [row for row in rows if "affinity_pending" in row]
+        if not pending:
+            return
+        turns = [(row.pop("affinity_pending"), row["channel_id"]) for row in pending]
+        if self.record_affinity is None:
+            return
+        try:
+            outcomes = self.record_affinity(turns)
+        except Exception:  # a bug, not an outage (the store's failures are handled there): rows go on
+            log.exception("affinity outcomes failed")
+            return
+        for row, result in zip(pending, outcomes, strict=True):
+            row["affinity"] = result
 
     def _write_settlements(self, rows: list[dict], journal: list[dict]) -> list[int]:
         try:

@@ -15,12 +15,18 @@ channel's cache and pays the write (1.25x or 2x input) where a read
   in process (bounded LRU) or in Redis when REDIS_URL is set, so every
   worker and instance agrees. One round trip per request (GETEX, which
   also pushes the expiry out); one more only when the home changes.
+- a model served by one channel has nothing to choose: its turns go
+  there without asking the store, and the settlement writer records the
+  home and the outcome after the answer (`record`, one pipelined round
+  trip per batch), so the conversation is known when a second channel
+  joins and the request itself never waits on Redis for it.
 - Redis being away never fails a request: the turn is routed as a new one,
   and the store is left alone for `RETRY_S` so that no turn waits out a
   connect timeout meanwhile.
 
-The relay asks `home()` before routing and `settle()` after a channel
-answered; routing order itself stays in services/routing.py.
+The relay asks `lookup()` before routing and `settle()` after a channel
+answered (or hands `Lookup.pending()` to the writer); routing order itself
+stays in services/routing.py. The outcome counter is kept here.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..metrics import LIMIT_STORE_ERRORS
+from ..metrics import LIMIT_STORE_ERRORS, SESSION_AFFINITY
 
 log = logging.getLogger("octorelay.affinity")
 
@@ -128,6 +134,15 @@ class LocalStore:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
+    def record(self, turns: list[tuple[str, int | None]]) -> list[int | None]:
+        """Each (key, channel): the home before, and `channel` the home now (None: only read)."""
+        out = []
+        for key, channel_id in turns:
+            out.append(self.get(key))
+            if channel_id is not None:
+                self.set(key, channel_id)
+        return out
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -148,17 +163,34 @@ class RedisStore:
     def set(self, key: str, channel_id: int) -> None:
         self.client.set(self.PREFIX + key, channel_id, px=self.ttl_ms)
 
+    def record(self, turns: list[tuple[str, int | None]]) -> list[int | None]:
+        """LocalStore.record in one pipelined round trip (SET … GET: Redis 6.2, as GETEX)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, channel_id in turns:
+            if channel_id is None:
+                pipe.getex(self.PREFIX + key, px=self.ttl_ms)
+            else:
+                pipe.set(self.PREFIX + key, channel_id, px=self.ttl_ms, get=True)
+        return [int(value) if value is not None else None for value in pipe.execute()]
+
+
+def outcome(home: int | None, channel_id: int) -> str:
+    if home is None:
+        return NEW
+    return KEPT if channel_id == home else MOVED
+
 
 @dataclass
 class Lookup:
-    """One request's conversation: where it lives (None: new) and the store key to update."""
+    """One request's conversation: where it lives (None: new, or not read) and the store key."""
     key: str
     home: int | None
+    read: bool = True  # False: routed without asking the store; the writer records the turn
 
-    def outcome(self, channel_id: int) -> str:
-        if self.home is None:
-            return NEW
-        return KEPT if channel_id == self.home else MOVED
+    def pending(self, moves: bool) -> tuple[str, bool]:
+        """The turn as `Affinity.record` takes it, with the channel that answered: that channel
+        becomes the home when `moves`; otherwise (a client error keeps the home) it is only read."""
+        return (self.key, moves)
 
 
 class Affinity:
@@ -171,14 +203,18 @@ class Affinity:
         self._warned_at = float("-inf")
         self._skip_until = float("-inf")
 
-    def lookup(self, key_id: int | None, model: str, headers: Mapping, body: dict) -> Lookup | None:
-        """The conversation's home, or None when affinity is off or the request names no conversation."""
+    def lookup(self, key_id: int | None, model: str, headers: Mapping, body: dict,
+               read: bool = True) -> Lookup | None:
+        """The conversation's home, or None when affinity is off or the request names no conversation.
+        `read=False` (nothing to choose between): the conversation only, the store is not asked."""
         if not self.enabled:
             return None
         conversation = conversation_id(headers, body)
         if conversation is None:
             return None
         key = scoped_key(key_id, model, conversation)
+        if not read:
+            return Lookup(key, None, read=False)
         home = None
         if time.monotonic() >= self._skip_until:
             try:
@@ -189,13 +225,36 @@ class Affinity:
 
     def settle(self, lookup: Lookup, channel_id: int) -> str:
         """`channel_id` served the turn: it becomes the home if it was not. Returns the outcome."""
-        outcome = lookup.outcome(channel_id)
-        if outcome != KEPT and time.monotonic() >= self._skip_until:
+        result = self.outcome(lookup, channel_id)
+        if result != KEPT and time.monotonic() >= self._skip_until:
             try:
                 self.store.set(lookup.key, channel_id)
             except Exception as exc:
                 self._store_failed(exc)
-        return outcome
+        return result
+
+    def outcome(self, lookup: Lookup, channel_id: int) -> str:
+        """The turn's outcome against the home read before routing, counted; nothing is written."""
+        result = outcome(lookup.home, channel_id)
+        SESSION_AFFINITY.labels(result).inc()
+        return result
+
+    def record(self, turns: list[tuple[tuple[str, bool], int]]) -> list[str]:
+        """Turns routed without a lookup (`Lookup.pending()`, with the channel that answered), from
+        the settlement writer: each channel becomes its conversation's home where the turn moves it,
+        all in one store call; returns the outcomes, counted. A store that fails makes them `new`,
+        as a failed lookup would have."""
+        homes: list[int | None] = [None] * len(turns)
+        if time.monotonic() >= self._skip_until:
+            try:
+                homes = self.store.record([(key, channel_id if moves else None)
+                                           for (key, moves), channel_id in turns])
+            except Exception as exc:
+                self._store_failed(exc)
+        results = [outcome(home, channel_id) for home, (_, channel_id) in zip(homes, turns, strict=True)]
+        for result in results:
+            SESSION_AFFINITY.labels(result).inc()
+        return results
 
     def _store_failed(self, exc: Exception) -> None:
         LIMIT_STORE_ERRORS.labels("affinity").inc()

@@ -103,6 +103,10 @@ class Relay:
     stopping: bool = field(default=False, init=False)  # set once, by stop_upstreams()
     _in_flight: dict = field(default_factory=dict, init=False, repr=False)  # id -> unsettled record
 
+    def __post_init__(self) -> None:
+        # the writer records turns routed without a lookup through whatever affinity the relay has now
+        self.ledger.record_affinity = lambda turns: self.affinity.record(turns)
+
     # entry points -------------------------------------------------------------
 
     def admit_before_body(self, key: KeySnapshot, count_tokens: bool = False) -> Admission:
@@ -201,17 +205,21 @@ class Relay:
                       if self._routable(c, formats) and c.id not in call.skip_channels]
         if not candidates:
             raise NotFound(f"no channel serves model {call.model!r}")
+        # one candidate: nothing to choose, so the store is not asked now (the writer records the turn)
         conversation = None if call.count_tokens else self.affinity.lookup(
-            call.key.id, call.model, call.headers, call.body)
+            call.key.id, call.model, call.headers, call.body, read=len(candidates) > 1)
         if conversation is not None and conversation.home is not None:
             candidates = home_first(candidates, conversation.home, utcnow())
         opened = self._try(call, record, candidates, formats)
         if conversation is not None and record.channel_id is not None and not (
                 isinstance(opened, Reply) and retryable(opened.status)):
-            if isinstance(opened, Reply):  # a client error: the conversation keeps its home
-                record.affinity = conversation.outcome(record.channel_id)
-            else:
+            moves = not isinstance(opened, Reply)  # a client error: the conversation keeps its home
+            if not conversation.read:
+                record.affinity_pending = conversation.pending(moves)
+            elif moves:
                 record.affinity = self.affinity.settle(conversation, record.channel_id)
+            else:
+                record.affinity = self.affinity.outcome(conversation, record.channel_id)
         return opened
 
     def _try(self, call: RelayCall, record: RequestRecord, candidates: list[ChannelConfig],
