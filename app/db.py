@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from contextlib import contextmanager
 
 from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
@@ -59,10 +60,42 @@ def open_database(url: str, *, pool_size: int = 32, pooled: bool = True):
         # A database that accepts connections but never answers must not hang a request.
         params.setdefault("connect_timeout", 3)
         if pooled:
-            return PooledPostgresqlDatabase(
+            return PostgresPool(
                 name, max_connections=pool_size, stale_timeout=300, timeout=POOL_WAIT_S, **params)
         return PostgresqlDatabase(name, **params)
     raise ConfigError(f"unsupported DATABASE_URL scheme {scheme!r}")
+
+
+_PG_IDLE = 0  # psycopg2.extensions.TRANSACTION_STATUS_IDLE (psycopg2 is imported only for PostgreSQL)
+PING_IDLE_S = 1.0  # a pooled PostgreSQL connection idle longer than this is pinged before it is reused
+
+
+class PostgresPool(PooledPostgresqlDatabase):
+    """peewee pings (`SELECT 1`) every pooled connection it hands out: one more round trip for
+    each checkout, and the settlement writer checks out for every batch. A connection given back
+    idle less than PING_IDLE_S ago was working then and is handed out as it is; one idle longer
+    (where a restarted or failed-over server shows up) is still pinged, and a broken connection
+    that slips through fails its statement, which the writer spools and the request turns into a 503."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._returned: dict[int, float] = {}  # id(connection) -> when it was last given back
+
+    def _is_closed(self, conn) -> bool:
+        returned = self._returned.get(id(conn))
+        if (returned is not None and not conn.closed and time.monotonic() - returned < PING_IDLE_S
+                and conn.get_transaction_status() == _PG_IDLE):
+            return False
+        return super()._is_closed(conn)
+
+    def _close(self, conn, close_conn=False):
+        super()._close(conn, close_conn)
+        if close_conn:
+            self._returned.pop(id(conn), None)
+            return
+        if len(self._returned) > 4 * (self._max_connections or 32):  # ids of connections closed as stale
+            self._returned.clear()
+        self._returned[id(conn)] = time.monotonic()
 
 
 PG_WAIT_S = 5.0  # under gevent: the longest one socket wait of a query or connect may take
