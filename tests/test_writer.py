@@ -116,3 +116,33 @@ def test_the_answer_does_not_wait_for_the_database(app, admin, upstream):
     assert services(app).relay.flush(10)
     assert RequestLog.select().count() == 2
     assert ApiKey.get_by_id(key["id"]).used_tokens == 30
+
+
+def test_a_batch_longer_than_one_insert_writes_every_row_once(app, admin):
+    """On PostgreSQL rows go LOG_CHUNK to a statement: a batch of 2.5 chunks is every row, once,
+    and one charge of their sum (on SQLite the same batch is one executemany)."""
+    from app.services.accounting import LOG_CHUNK, RequestRecord
+    from app.wire.usage import Usage
+
+    key = admin.create_key(name="k")
+    ledger = services(app).relay.ledger
+    rows: list[dict] = []
+
+    class Capture:
+        def submit(self, row, done=None):
+            rows.append(row)
+
+    writer, ledger.writer = ledger.writer, Capture()
+    try:
+        count = LOG_CHUNK * 2 + LOG_CHUNK // 2
+        for i in range(count):
+            ledger.settle(RequestRecord(request_id=f"req_chunk_{i:04d}", key_id=key["id"], model="claude-sonnet-4-5",
+                                        stream=False, status=200, usage=Usage(input_tokens=i, output_tokens=1)))
+    finally:
+        ledger.writer = writer
+    costs = ledger.write_batch(rows)
+    assert len(costs) == count and all(cost > 0 for cost in costs)
+    logged = {row.request_id: row.input_tokens for row in RequestLog.select()}
+    assert logged == {f"req_chunk_{i:04d}": i for i in range(count)}
+    assert ApiKey.get_by_id(key["id"]).used_tokens == sum(range(count)) + count
+    assert ApiKey.get_by_id(key["id"]).used_nanos == sum(costs)

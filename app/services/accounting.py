@@ -237,6 +237,7 @@ def _write_transaction():
 
 JOURNAL_COLUMNS = ("request_id", "key_id", "model", "stream", "worker", "reservation_nanos", "started_at")
 JOURNAL_CHUNK = 100  # journal entries per statement: 700 parameters, within every driver's limit
+LOG_CHUNK = 100  # log rows per INSERT on PostgreSQL: ~3,000 parameters of its 65,535
 
 
 def _chunks(items: list, size: int):
@@ -251,7 +252,7 @@ class Ledger:
     def __init__(self, prices: PriceBook, spool: Spool):
         self.prices = prices
         self.spool = spool
-        self._statements: tuple[str, str, tuple] | None = None
+        self._statements: tuple[str, str, str, tuple] | None = None
         self.writer = SettlementWriter(self.write_batch)
         self._journaled: set[str] = set()  # journal entries committed and not settled yet (writer thread only)
         self.sweeper = Sweeper(self)
@@ -378,9 +379,9 @@ class Ledger:
         usage = Usage(**{name: row.get(name, 0) for name in USAGE_FIELDS})  # spooled before an upgrade
         return self.prices.cost_nanos(row["upstream_model"] or row["model"], usage)
 
-    def _prepared(self) -> tuple[str, str, tuple]:
-        """The INSERT and the charge UPDATE as SQL text, built once: peewee's query builder
-        costs more per row than the database does."""
+    def _prepared(self) -> tuple[str, str, str, tuple]:
+        """The INSERT (up to VALUES, and one row's group) and the charge UPDATE as SQL text, built
+        once: peewee's query builder costs more per row than the database does."""
         if self._statements is None:
             p = db.param
 
@@ -390,10 +391,10 @@ class Ledger:
             columns = (*LOG_FIELDS, *USAGE_FIELDS, "cost_nanos", "created_at")
             converters = tuple(RequestLog._meta.fields[name].db_value for name in columns)
             insert = (f"INSERT INTO {q(RequestLog._meta.table_name)} "
-                      f"({', '.join(q(RequestLog._meta.fields[c].column_name) for c in columns)}) "
-                      f"VALUES ({', '.join([p] * len(columns))})")
+                      f"({', '.join(q(RequestLog._meta.fields[c].column_name) for c in columns)}) VALUES ")
+            group = f"({', '.join([p] * len(columns))})"
             charge = _charge_sql(q, p)
-            self._statements = (insert, charge, (columns, converters))
+            self._statements = (insert, group, charge, (columns, converters))
         return self._statements
 
     def _insert(self, rows: list[dict], costs: list[int], journal: Sequence[dict] = ()) -> None:
@@ -407,7 +408,7 @@ class Ledger:
 
     def _execute(self, rows: list[dict], costs: list[int]) -> None:
         """The rows and their charges, inside the caller's transaction."""
-        insert, charge, (columns, converters) = self._prepared()
+        insert, group, charge, (columns, converters) = self._prepared()
         values: list[tuple] = []
         charges: dict[tuple[int, datetime], list[int]] = {}
         for row, cost in zip(rows, costs, strict=True):
@@ -421,7 +422,11 @@ class Ledger:
                 total[0] += cost
                 total[1] += tokens
         cursor = db.cursor()
-        cursor.executemany(insert, values)
+        if isinstance(db.obj, SqliteDatabase):  # in process: executemany is one call
+            cursor.executemany(insert + group, values)
+        else:  # psycopg2's executemany is a round trip per row: LOG_CHUNK rows per statement instead
+            for chunk in _chunks(values, LOG_CHUNK):
+                cursor.execute(insert + ", ".join([group] * len(chunk)), [value for row in chunk for value in row])
         if charges:  # in key order, so concurrent writers lock key rows in the same order
             cursor.executemany(charge, [_charge_params(key_id, day, n, t)
                                         for (key_id, day), (n, t) in sorted(charges.items())])
