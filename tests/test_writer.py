@@ -146,3 +146,17 @@ def test_a_batch_longer_than_one_insert_writes_every_row_once(app, admin):
     assert logged == {f"req_chunk_{i:04d}": i for i in range(count)}
     assert ApiKey.get_by_id(key["id"]).used_tokens == sum(range(count)) + count
     assert ApiKey.get_by_id(key["id"]).used_nanos == sum(costs)
+
+
+def test_a_batch_gathers_rows_for_its_window_and_a_flush_or_close_ends_it_at_once():
+    recorder = Recorder()
+    writer = SettlementWriter(recorder, window_s=30.0)
+    writer.submit({"n": 1})
+    time.sleep(0.2)  # well after the first row: without the window it would be written alone by now
+    writer.submit({"n": 2})
+    assert writer.flush(5)  # True only if the flush did not wait out the 30 s window
+    assert recorder.batches == [[{"n": 1}, {"n": 2}]]
+    writer.submit({"n": 3})
+    writer.close(timeout=5)
+    assert recorder.batches[-1] == [{"n": 3}]
+    assert writer._thread is not None and not writer._thread.is_alive()

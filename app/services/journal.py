@@ -9,7 +9,8 @@ worker's sweeper settles the journal entries of workers not seen for
 `dead_after_s` at their reservation, as `orphaned` rows.
 
 The window it cannot cover: a request admitted less than one writer batch
-(a few milliseconds) before the kill, whose entry was not yet written.
+(services/writer.py gathers one for 10 ms) before the kill, whose entry was
+not yet written.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Settlements written after the response, in batches, by one thread per process.
 
-The hot path only queues a row; this thread writes whatever has queued up in
-one transaction (rows with a single prepared INSERT, charges folded per key
-into one UPDATE each), then runs each row's `done` callback, which is where
-budget reservations are given back: a reservation outlives its request until
-the charge is committed, so the budget check never misses a charge.
+The hot path only queues a row; this thread writes whatever has queued up
+within WINDOW_S (10 ms) of a batch's first row in one transaction (rows in
+multi-row INSERTs, charges folded per key into one UPDATE each), then runs
+each row's `done` callback, which is where budget reservations are given
+back: a reservation outlives its request until the charge is committed, so
+the budget check never misses a charge.
 
 `flush()` waits until everything queued so far is written; `close()` (also
 registered with atexit, so a gracefully stopping worker writes its tail)
@@ -22,6 +23,7 @@ from typing import Callable
 log = logging.getLogger("octorelay.accounting")
 
 _STOP = object()
+WINDOW_S = 0.01  # a batch gathers rows this long after its first one
 
 
 class SettlementWriter:
@@ -31,9 +33,11 @@ class SettlementWriter:
     a `done` callback that raises is logged and does not stop the others.
     """
 
-    def __init__(self, write_batch: Callable[[list[dict]], list[int]], *, max_batch: int = 100):
+    def __init__(self, write_batch: Callable[[list[dict]], list[int]], *, max_batch: int = 100,
+                 window_s: float = WINDOW_S):
         self._write_batch = write_batch
         self._max_batch = max_batch
+        self._window_s = window_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -80,15 +84,23 @@ class SettlementWriter:
             batch, stop = [], item is _STOP
             if not stop:
                 batch.append(item)
+            # gather for up to window_s (a flush, a stop or a full batch end it at once): a request
+            # that ends within it settles in the same batch as its journal entry, which is then
+            # never written, and each transaction carries more rows
+            deadline = time.monotonic() + self._window_s
+            waiting = not stop and item[0] is not None
             while len(batch) < self._max_batch:
+                remaining = deadline - time.monotonic() if waiting else 0.0
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
-                    stop = True
+                    stop, waiting = True, False
                     continue
                 batch.append(item)
+                if item[0] is None:  # someone flushes: write what is here now
+                    waiting = False
             if batch:
                 self._write(batch)
             if stop:
