@@ -86,6 +86,8 @@ class ChangeFeed:
         self._pid: int | None = None
         self._conn = None           # PostgreSQL LISTEN connection (per process)
         self._conn_for: tuple | None = None  # the database it listens on
+        self._target_of = None  # the database object _target_key was worked out for
+        self._target_key: tuple = ()
         self._retry_at = 0.0
         self._connecting = False
         self._heard: deque[str] = deque(maxlen=256)  # payloads this process's listener received
@@ -126,7 +128,7 @@ class ChangeFeed:
         with self._poll_lock:
             if self._pid != os.getpid():  # forked: the parent's socket (and connecting thread) are not ours
                 self._conn, self._pid, self._connecting = None, os.getpid(), False
-            target = (database.database, tuple(sorted(_plain_params(database.connect_params).items())))
+            target = self._target(database)
             if self._conn is not None and self._conn_for != target:  # the app now uses another database
                 self._close()
             if self._conn is None:
@@ -145,6 +147,14 @@ class ChangeFeed:
                 self._heard.extend(n.payload for n in self._conn.notifies)
                 self._conn.notifies.clear()
                 _bump()
+
+    def _target(self, database) -> tuple:
+        """Which database a listener is for, worked out once per database object (this runs on every
+        cache check)."""
+        if self._target_of is not database:
+            self._target_of = database
+            self._target_key = (database.database, tuple(sorted(_plain_params(database.connect_params).items())))
+        return self._target_key
 
     def await_echo(self, token: str, timeout: float) -> bool:
         """Wait until this process's listener has received the notification carrying `token`
