@@ -59,11 +59,12 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
 def _relay(settings: Settings, box, redis_client, policy, feed):
     from .channel_types import build_transports
     from .metrics import record_request
-    from .services.accounting import Ledger, Spool, spool_path
+    from .services.accounting import Ledger
     from .services.limiter import Limiter
     from .services.pricing import PriceBook
     from .services.relay import Relay
     from .services.routing import ChannelDirectory
+    from .services.spool import Spool, spool_path
     from .upstream.transport import HttpTransport
 
     http = HttpTransport(pool_size=settings.threads, max_body_bytes=int(settings.max_upstream_body_mb * 2 ** 20))

@@ -5,7 +5,7 @@ import pytest
 
 from app.db import db
 from app.models import ApiKey, RequestLog
-from app.services.accounting import Spool
+from app.services.spool import Spool
 from app.state import services
 from tests.support.app import anthropic_channel
 from tests.support.bodies import messages_body
@@ -73,7 +73,7 @@ def test_the_default_spool_folder_is_private(tmp_path, monkeypatch):
     import tempfile
 
     from app.config import ConfigError
-    from app.services.accounting import spool_path
+    from app.services.spool import spool_path
 
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     path = spool_path("sqlite:///x.db")
