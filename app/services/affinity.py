@@ -223,6 +223,13 @@ class Affinity:
                 self._store_failed(exc)
         return Lookup(key, home)
 
+    def conclude(self, lookup: Lookup, channel_id: int, moves: bool) -> tuple[str | None, tuple[str, bool] | None]:
+        """After routing: (the outcome, None), or for a turn routed without a lookup (None, the turn
+        the writer records). `moves`: `channel_id` answered and becomes the home."""
+        if not lookup.read:
+            return None, lookup.pending(moves)
+        return (self.settle(lookup, channel_id) if moves else self.outcome(lookup, channel_id)), None
+
     def settle(self, lookup: Lookup, channel_id: int) -> str:
         """`channel_id` served the turn: it becomes the home if it was not. Returns the outcome."""
         result = self.outcome(lookup, channel_id)

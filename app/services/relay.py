@@ -213,13 +213,8 @@ class Relay:
         opened = self._try(call, record, candidates, formats)
         if conversation is not None and record.channel_id is not None and not (
                 isinstance(opened, Reply) and retryable(opened.status)):
-            moves = not isinstance(opened, Reply)  # a client error: the conversation keeps its home
-            if not conversation.read:
-                record.affinity_pending = conversation.pending(moves)
-            elif moves:
-                record.affinity = self.affinity.settle(conversation, record.channel_id)
-            else:
-                record.affinity = self.affinity.outcome(conversation, record.channel_id)
+            record.affinity, record.affinity_pending = self.affinity.conclude(  # a client error keeps the home
+                conversation, record.channel_id, moves=not isinstance(opened, Reply))
         return opened
 
     def _try(self, call: RelayCall, record: RequestRecord, candidates: list[ChannelConfig],
