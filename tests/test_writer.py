@@ -160,3 +160,32 @@ def test_a_batch_gathers_rows_for_its_window_and_a_flush_or_close_ends_it_at_onc
     writer.close(timeout=5)
     assert recorder.batches[-1] == [{"n": 3}]
     assert writer._thread is not None and not writer._thread.is_alive()
+
+
+def test_a_writer_thread_that_died_is_started_again_by_the_next_row():
+    class Fatal(BaseException):  # not an Exception: the writer's guards let it end the thread
+        pass
+
+    written: list[int] = []
+
+    def batch(rows):
+        if rows[0]["n"] == 1:
+            raise Fatal()
+        written.extend(row["n"] for row in rows)
+        return [0] * len(rows)
+
+    writer = SettlementWriter(batch, window_s=0.0)
+    first = threading.excepthook
+    threading.excepthook = lambda args: None  # the dying thread's traceback is expected here
+    try:
+        writer.submit({"n": 1})
+        dead = writer._thread
+        assert dead is not None
+        dead.join(5)
+        assert not dead.is_alive()
+    finally:
+        threading.excepthook = first
+    writer.submit({"n": 2})
+    assert writer._thread is not dead and writer.flush(5)
+    assert written == [2]
+    writer.close()
