@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import struct
 import threading
@@ -16,7 +15,7 @@ import requests
 
 from app.models import RequestLog
 from tests.support.bodies import messages_body
-from tests.support.net import url
+from tests.support.net import readable, url
 from tests.support.processes import serve_gunicorn
 from tests.support.waiting import wait_until
 
@@ -132,8 +131,7 @@ class TcpProxy:
             sock.settimeout(5)
         try:
             while not self._stop.is_set() and self.mode == "open":
-                readable, _, _ = select.select([a, b], [], [], 0.1)
-                for sock in readable:
+                for sock in readable([a, b], 0.1):
                     data = sock.recv(65536)
                     if not data:
                         return

@@ -2,10 +2,11 @@
 (header injection, bad framing, bodies that never finish) and for reading exactly what came back."""
 from __future__ import annotations
 
-import select
 import socket
 import time
 from dataclasses import dataclass
+
+from tests.support.net import readable
 
 HOST = "127.0.0.1"
 SOCKET_TIMEOUT = 5.0
@@ -73,7 +74,7 @@ class RawConn:
             return False
 
     def readable(self, timeout: float) -> bool:
-        return bool(select.select([self.sock], [], [], timeout)[0])
+        return bool(readable([self.sock], timeout))
 
     def pump(self, timeout: float) -> None:
         if self.closed_by_peer or not self.readable(timeout):

@@ -22,7 +22,6 @@ and close() stops all threads within about a second.
 from __future__ import annotations
 
 import json
-import select
 import socket
 import socketserver
 import struct
@@ -36,6 +35,8 @@ from typing import Callable, Iterable, Union
 
 import pytest
 from requests.structures import CaseInsensitiveDict
+
+from tests.support.net import readable
 
 PROBE_INTERVAL = 0.05  # how often a sleeping answer checks for a departed client or close()
 IDLE_TIMEOUT = 30.0  # socket timeout: idle keep-alive connections, blocked reads and writes
@@ -446,8 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _probe(self, timeout: float) -> str:
         """'idle', 'gone' (EOF or error from the client) or 'data' (client sent bytes)."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], timeout)
-            if not readable:
+            if not readable([self.connection], timeout):
                 return "idle"
             return "data" if self.connection.recv(1, socket.MSG_PEEK) else "gone"
         except (BlockingIOError, InterruptedError, TimeoutError):
