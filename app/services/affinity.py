@@ -180,6 +180,12 @@ def outcome(home: int | None, channel_id: int) -> str:
     return KEPT if channel_id == home else MOVED
 
 
+def _counted(result: str) -> str:
+    """Every outcome is counted here, whether decided before routing or by the writer."""
+    SESSION_AFFINITY.labels(result).inc()
+    return result
+
+
 @dataclass
 class Lookup:
     """One request's conversation: where it lives (None: new, or not read) and the store key."""
@@ -242,9 +248,7 @@ class Affinity:
 
     def outcome(self, lookup: Lookup, channel_id: int) -> str:
         """The turn's outcome against the home read before routing, counted; nothing is written."""
-        result = outcome(lookup.home, channel_id)
-        SESSION_AFFINITY.labels(result).inc()
-        return result
+        return _counted(outcome(lookup.home, channel_id))
 
     def record(self, turns: list[tuple[tuple[str, bool], int]]) -> list[str]:
         """Turns routed without a lookup (`Lookup.pending()`, with the channel that answered), from
@@ -258,10 +262,7 @@ class Affinity:
                                            for (key, moves), channel_id in turns])
             except Exception as exc:
                 self._store_failed(exc)
-        results = [outcome(home, channel_id) for home, (_, channel_id) in zip(homes, turns, strict=True)]
-        for result in results:
-            SESSION_AFFINITY.labels(result).inc()
-        return results
+        return [_counted(outcome(home, channel_id)) for home, (_, channel_id) in zip(homes, turns, strict=True)]
 
     def _store_failed(self, exc: Exception) -> None:
         LIMIT_STORE_ERRORS.labels("affinity").inc()

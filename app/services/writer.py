@@ -78,7 +78,7 @@ class SettlementWriter:
         if self._running_in == os.getpid():
             return
         with self._lock:
-            if self._running_in != os.getpid() or self._thread is None or not self._thread.is_alive():
+            if self._running_in != os.getpid():
                 self._thread = threading.Thread(target=self._run, name="octorelay-settle", daemon=True)
                 self._running_in = os.getpid()
                 self._thread.start()
