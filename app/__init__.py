@@ -81,7 +81,8 @@ def _relay(settings: Settings, box, redis_client, policy, feed):
 
 
 def _affinity(settings: Settings, redis_client):
-    from .services.affinity import Affinity, LocalStore, RedisStore
+    from .services.affinity import Affinity, LocalStore
+    from .services.affinity_redis import RedisStore
 
     ttl = settings.session_affinity_ttl_s
     store = RedisStore(redis_client, ttl) if redis_client is not None else LocalStore(ttl)

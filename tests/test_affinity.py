@@ -12,28 +12,14 @@ import time
 
 import pytest
 
-from app import create_app
-from app.db import db, upgrade
+from app.db import db
 from app.models import RequestLog
 from app.services.affinity import Affinity, LocalStore, conversation_id, scoped_key
 from app.state import services
 from tests.support.admin import AdminClient
-from tests.support.app import SettlingClient
+from tests.support.affinity import MODEL, affinity_column, app_with, post, served_by, turn_body
 from tests.support.constants import UPSTREAM_KEY
-from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
-                                    sse_answer)
-
-MODEL = "claude-sonnet-4-5"
-TOOLS = [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}]
-SYSTEM = [{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}}]
-
-
-def turn_body(first: str, turns: int, **extra) -> dict:
-    """Turn `turns` of a conversation that began with `first`: the history grows each turn."""
-    messages = [{"role": "user", "content": first}]
-    for i in range(1, turns):
-        messages += [{"role": "assistant", "content": f"answer {i}"}, {"role": "user", "content": f"next {i}"}]
-    return {"model": MODEL, "max_tokens": 64, "system": SYSTEM, "tools": TOOLS, "messages": messages, **extra}
+from tests.support.upstream import anthropic_message, anthropic_stream_events, error_answer, json_answer, sse_answer
 
 
 def claude_code_user_id(session: str) -> str:
@@ -59,20 +45,6 @@ def three(admin, upstream):
                                        api_key=UPSTREAM_KEY, models=["claude-*"])
         out[channel["id"]] = name
     return out
-
-
-def post(client, key, body, headers=None):
-    return client.post("/v1/messages", data=json.dumps(body), headers={
-        "x-api-key": key["key"], "content-type": "application/json", **(headers or {})})
-
-
-def served_by(upstream, since: int = 0) -> list[str]:
-    """Which channel path each upstream request went to, in order."""
-    return [r.path.split("/")[1] for r in upstream.requests[since:]]
-
-
-def affinity_column() -> list[str | None]:
-    return [row.affinity for row in RequestLog.select().order_by(RequestLog.id)]
 
 
 def conversation(client, key, source: str, n: int, turns: int, start: int = 1, first: str | None = None):
@@ -235,13 +207,6 @@ def test_count_tokens_neither_reads_nor_writes_a_home(client, key, three, upstre
     assert affinity_column() == ["new"]
 
 
-def app_with(env, **extra):
-    app = create_app({**env, **extra})
-    app.test_client_class = SettlingClient
-    upgrade(db.obj)
-    return app
-
-
 def test_affinity_off_restores_the_per_request_choice(env, upstream):
     app = app_with(env, OCTORELAY_SESSION_AFFINITY="off")
     try:
@@ -288,6 +253,9 @@ def test_an_unreachable_store_routes_turns_as_new_and_is_left_alone_a_while(
     calls = []
 
     class Down:
+        def known(self, key):
+            return None  # nothing heard from a store that is down
+
         def get(self, key):
             calls.append("get")
             raise ConnectionError("store down")
@@ -320,6 +288,10 @@ class Watched:
 
     def _note(self, what):
         self.calls.append((what, threading.current_thread().name))
+
+    def known(self, key):
+        self._note("known")
+        return self.store.known(key)
 
     def get(self, key):
         self._note("get")
@@ -444,7 +416,7 @@ def test_local_store_is_bounded_and_keeps_the_recently_used():
 def test_redis_store_keeps_a_home_an_hour_after_the_last_turn(redis_url):
     import redis
 
-    from app.services.affinity import RedisStore
+    from app.services.affinity_redis import RedisStore
 
     client = redis.Redis.from_url(redis_url)
     store = RedisStore(client)
@@ -472,7 +444,7 @@ def test_local_store_records_turns():
 def test_redis_store_records_turns_in_one_pipelined_call_that_keeps_the_hour(redis_url):
     import redis
 
-    from app.services.affinity import RedisStore
+    from app.services.affinity_redis import RedisStore
 
     client = redis.Redis.from_url(redis_url)
     record_turns(RedisStore(client))

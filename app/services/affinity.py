@@ -13,8 +13,12 @@ channel's cache and pays the write (1.25x or 2x input) where a read
   text in memory or in Redis.
 - the home is remembered for `ttl` seconds (1 hour) after the last turn:
   in process (bounded LRU) or in Redis when REDIS_URL is set, so every
-  worker and instance agrees. One round trip per request (GETEX, which
-  also pushes the expiry out); one more only when the home changes.
+  worker and instance agrees. With Redis, each worker also keeps a copy
+  of the homes it has seen, kept true by pub/sub (affinity_redis.py): a
+  turn whose home the worker knows asks nothing before routing, and the
+  settlement writer pushes the expiry out after the answer; otherwise one
+  round trip (GETEX, which also pushes the expiry out). One more, before
+  the answer, only when the home changes.
 - a model served by one channel has nothing to choose: its turns go
   there without asking the store, and the settlement writer records the
   home and the outcome after the answer (`record`, one pipelined round
@@ -114,7 +118,8 @@ class LocalStore:
         self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> int | None:
+    def get(self, key: str, touch: bool = True) -> int | None:
+        """The home; `touch` (a turn) pushes its expiry back to `ttl` from now."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(key)
@@ -123,16 +128,31 @@ class LocalStore:
             if entry[1] <= now:
                 del self._entries[key]
                 return None
-            self._entries[key] = (entry[0], now + self.ttl)
-            self._entries.move_to_end(key)
+            if touch:
+                self._entries[key] = (entry[0], now + self.ttl)
+                self._entries.move_to_end(key)
             return entry[0]
 
-    def set(self, key: str, channel_id: int) -> None:
+    def set(self, key: str, channel_id: int, since: float | None = None) -> None:
+        """`since`: when the value was true (default now); an entry learned after that is newer
+        and is kept (RedisStore's cache: a reply must not undo a change heard meanwhile)."""
+        learned = self._clock() if since is None else since
         with self._lock:
-            self._entries[key] = (channel_id, self._clock() + self.ttl)
+            entry = self._entries.get(key)
+            if since is not None and entry is not None and entry[1] - self.ttl > since:
+                return
+            self._entries[key] = (channel_id, learned + self.ttl)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def known(self, key: str) -> int | None:
+        """Homes here are read without a round trip anyway: `get` is the lookup."""
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     def record(self, turns: list[tuple[str, int | None]]) -> list[int | None]:
         """Each (key, channel): the home before, and `channel` the home now (None: only read)."""
@@ -145,33 +165,6 @@ class LocalStore:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-class RedisStore:
-    """Homes in Redis, shared by every worker and instance; each key expires `ttl` after its last use."""
-
-    PREFIX = "octorelay:affinity:"
-
-    def __init__(self, client, ttl: float = TTL_S):
-        self.client = client
-        self.ttl_ms = max(int(ttl * 1000), 1)
-
-    def get(self, key: str) -> int | None:
-        value = self.client.getex(self.PREFIX + key, px=self.ttl_ms)
-        return int(value) if value is not None else None
-
-    def set(self, key: str, channel_id: int) -> None:
-        self.client.set(self.PREFIX + key, channel_id, px=self.ttl_ms)
-
-    def record(self, turns: list[tuple[str, int | None]]) -> list[int | None]:
-        """LocalStore.record in one pipelined round trip (SET … GET: Redis 6.2, as GETEX)."""
-        pipe = self.client.pipeline(transaction=False)
-        for key, channel_id in turns:
-            if channel_id is None:
-                pipe.getex(self.PREFIX + key, px=self.ttl_ms)
-            else:
-                pipe.set(self.PREFIX + key, channel_id, px=self.ttl_ms, get=True)
-        return [int(value) if value is not None else None for value in pipe.execute()]
 
 
 def outcome(home: int | None, channel_id: int) -> str:
@@ -224,6 +217,9 @@ class Affinity:
         home = None
         if time.monotonic() >= self._skip_until:
             try:
+                home = self.store.known(key)
+                if home is not None:  # current as far as every worker's changes go: no round trip
+                    return Lookup(key, home, read=False)
                 home = self.store.get(key)
             except Exception as exc:
                 self._store_failed(exc)
@@ -233,6 +229,8 @@ class Affinity:
         """After routing: (the outcome, None), or for a turn routed without a lookup (None, the turn
         the writer records). `moves`: `channel_id` answered and becomes the home."""
         if not lookup.read:
+            if moves and lookup.home is not None and channel_id != lookup.home:
+                return self.settle(lookup, channel_id), None  # leaving a known home: every worker hears it now
             return None, lookup.pending(moves)
         return (self.settle(lookup, channel_id) if moves else self.outcome(lookup, channel_id)), None
 
@@ -263,6 +261,12 @@ class Affinity:
             except Exception as exc:
                 self._store_failed(exc)
         return [_counted(outcome(home, channel_id)) for home, (_, channel_id) in zip(homes, turns, strict=True)]
+
+    def close(self) -> None:
+        """Stop listening for changes of homes (a worker's exit, the end of a test)."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
 
     def _store_failed(self, exc: Exception) -> None:
         LIMIT_STORE_ERRORS.labels("affinity").inc()

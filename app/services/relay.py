@@ -403,9 +403,10 @@ class Relay:
         return self.ledger.flush(timeout)
 
     def close(self) -> None:
-        """Write what is queued and stop the settlement writer and the journal's sweeper (a
-        worker's exit, the end of a test)."""
+        """Write what is queued, stop the settlement writer and the journal's sweeper, and stop
+        listening for changes of homes (a worker's exit, the end of a test)."""
         self.ledger.close()
+        self.affinity.close()
 
     def _metric_label(self, record: RequestRecord) -> str:
         """Bounded label values: a glob channel accepts any string a client sends. From the
