@@ -53,33 +53,36 @@ def commands(client) -> dict[str, int]:
 def test_a_home_set_by_one_worker_is_known_to_the_other_without_a_round_trip(workers, rclient):
     a, b = workers
     assert a.known("k") is None and b.known("k") is None
-    a.set("k", 1)
-    until(lambda: b.known("k") == 1)
-    b.set("k", 2)  # a move
+    rclient.config_resetstat()
+    a.set("k", 1)  # a new home: nobody can hold a copy of it, so nothing is announced
+    assert a.known("k") == 1 and b.known("k") is None
+    assert b.get("k") == 1 and b.known("k") == 1  # read once, then known
+    assert "publish" not in commands(rclient)
+    b.set("k", 2)  # a move: announced
+    assert commands(rclient).get("publish") == 1
     until(lambda: a.known("k") == 2)
     rclient.config_resetstat()
-    assert [a.known("k") for _ in range(20)] == [2] * 20
+    assert [a.known("k") for _ in range(20)] == [2] * 20 and [b.known("k") for _ in range(20)] == [2] * 20
     assert "getex" not in commands(rclient) and "get" not in commands(rclient)
 
 
 def test_a_recorded_turn_that_changes_a_home_is_announced_and_one_that_keeps_it_is_not(workers, rclient):
     a, b = workers
     a.set("k", 1)
-    until(lambda: b.known("k") == 1)
     rclient.config_resetstat()
-    assert b.record([("k", 1), ("k", None)]) == [1, 1]  # kept: nothing to tell
+    assert b.record([("k", 1), ("k", None), ("new", 4)]) == [1, 1, None]  # kept, read, new: nothing to tell
     assert "publish" not in commands(rclient)
+    assert b.known("k") == 1 and b.known("new") == 4  # what the writer read or wrote is known
     assert b.record([("k", 3)]) == [1]  # moved: told
     assert commands(rclient).get("publish") == 1
     until(lambda: a.known("k") == 3)
-    assert b.record([("new", 4)]) == [None]
-    until(lambda: a.known("new") == 4)
 
 
 def test_a_reply_does_not_undo_a_change_heard_while_it_was_on_its_way(workers):
     a, b = workers
+    a.set("k", 1)
     started = time.monotonic()
-    b.set("k", 2)  # the change reaches a's copy ...
+    b.set("k", 2)  # a move: the change reaches a's copy ...
     until(lambda: a.known("k") == 2)
     a._copy("k", 1, started, a.watch.epoch)  # ... after a read sent before it, answering the old home
     assert a.known("k") == 2
@@ -88,7 +91,7 @@ def test_a_reply_does_not_undo_a_change_heard_while_it_was_on_its_way(workers):
 def test_a_dropped_subscription_empties_the_copy_until_it_is_back(workers, rclient):
     a, b = workers
     a.set("k", 1)
-    until(lambda: b.known("k") == 1)
+    assert b.get("k") == 1 and b.known("k") == 1
     rclient.client_kill_filter(_type="pubsub")
     until(lambda: not b.watch.live())
     assert b.known("k") is None  # a change may have been missed: ask Redis
@@ -119,10 +122,13 @@ def test_stores_on_other_databases_do_not_hear_each_other(redis_url, rclient):
     a, b = RedisStore(rclient), RedisStore(other)
     try:
         until(lambda: a.watch.live() and b.watch.live())
-        b.set("k", 9)
+        a.set("k", 1)
+        b.set("k", 8)
+        b.set("k", 9)  # a move on the other database: announced there
         a.set("z", 1)
-        until(lambda: a.known("z") == 1)  # a has drained past b's message by now
-        assert a.known("k") is None
+        a.set("z", 2)  # a move here: once a knows it, it has drained past b's message
+        until(lambda: a.known("z") == 2)
+        assert a.known("k") == 1
         other.delete(RedisStore.PREFIX + "k")
     finally:
         a.close()
@@ -162,20 +168,19 @@ def test_turns_with_a_known_home_ask_redis_nothing_before_routing_and_a_move_is_
         resp = post(clients[worker], key, turn_body("task", t), headers)
         assert resp.status_code == 200, resp.get_data(as_text=True)
 
-    turn(0, 1)  # new: read once, then written and announced
-    for t in range(2, 6):
-        turn(t % 2, t)  # both workers know the home now
+    for t in range(1, 6):
+        turn(t % 2, t)  # each worker reads the home once, then knows it
     home = served_by(upstream)[0]
     assert served_by(upstream) == [home] * 5
-    assert commands(rclient).get("getex") == 1  # only the first turn asked before routing
+    assert commands(rclient).get("getex") == 2
 
     upstream.script(error_answer(529, "overloaded_error", "busy"), path=f"/{home}/v1/messages")
-    turn(1, 6)  # the home fails on the second worker: the turn moves and says so before answering
+    turn(0, 6)  # the home fails: the turn moves, and announces it before answering
     moved_to = served_by(upstream)[-1]
     assert moved_to != home
     for t in range(7, 11):
         turn(t % 2, t)  # the home is healthy again, but the conversation stays where it moved
     assert served_by(upstream)[-4:] == [moved_to] * 4
     assert affinity_column() == ["new"] + ["kept"] * 4 + ["moved"] + ["kept"] * 4
-    assert commands(rclient).get("getex") == 1
+    assert commands(rclient).get("getex") == 2 and commands(rclient).get("publish") == 1
     rclient.close()

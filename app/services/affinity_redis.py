@@ -6,10 +6,12 @@ a tenth of a loaded worker's CPU under gevent. But a home changes only
 when a conversation starts or moves, so each worker keeps the homes it
 has seen and is told of every change:
 
-- every write of a home (`set`, and a `record` that changed one) also
-  publishes `key channel` on one channel per Redis database, in the same
-  round trip; each worker subscribes on one extra connection and, before
-  it answers from its copy, reads what has arrived there (HomeWatch);
+- a write that replaces a home (a move: `set`, or a `record` that changed
+  one) publishes `key channel` on one channel per Redis database; a new
+  home is not announced, since no worker can hold a copy of a home that
+  did not exist (a worker copies what it reads or hears). Each worker
+  subscribes on one extra connection and, before it answers from its
+  copy, reads what has arrived there (HomeWatch);
 - `known()` answers from that copy, without a round trip, only while the
   subscription is up; a dropped or silent one (no answer to a ping within
   HEARTBEAT_S) empties the copy and turns go back to asking Redis until
@@ -77,17 +79,17 @@ class RedisStore:
     # after routing ----------------------------------------------------------------------------
 
     def set(self, key: str, channel_id: int) -> None:
-        """A new or moved home: written and announced in one round trip."""
+        """A new or moved home. Only a home that replaced another is announced (one more round trip):
+        no worker can hold a copy of a home that did not exist."""
         since, epoch = time.monotonic(), self._epoch()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.PREFIX + key, channel_id, px=self.ttl_ms)
-        pipe.publish(self.channel, f"{key} {channel_id}")
-        pipe.execute()
+        old = self.client.set(self.PREFIX + key, channel_id, px=self.ttl_ms, get=True)
+        if old is not None and int(old) != channel_id:
+            self.client.publish(self.channel, f"{key} {channel_id}")
         self._copy(key, channel_id, since, epoch)
 
     def record(self, turns: list[tuple[str, int | None]]) -> list[int | None]:
         """LocalStore.record in one pipelined round trip (SET … GET: Redis 6.2, as GETEX); the homes it
-        changed are announced in one more."""
+        replaced are announced in one more."""
         since, epoch = time.monotonic(), self._epoch()
         pipe = self.client.pipeline(transaction=False)
         for key, channel_id in turns:
@@ -101,7 +103,7 @@ class RedisStore:
             now = old if channel_id is None else channel_id
             if now is not None:
                 self._copy(key, now, since, epoch)
-            if channel_id is not None and old != channel_id:
+            if channel_id is not None and old is not None and old != channel_id:
                 changed.append((key, channel_id))
         if changed:
             pipe = self.client.pipeline(transaction=False)
