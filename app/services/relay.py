@@ -130,8 +130,9 @@ class Relay:
 
     def messages(self, call: RelayCall) -> Reply:
         call.key.check_model(call.model)
-        self._refuse_unpriced(call)
-        estimate = self._worst_case(call)
+        candidates = self.directory.candidates(call.model)  # one ordered list serves the whole request
+        self._refuse_unpriced(call, candidates)
+        estimate = self._worst_case(call, candidates)
         admission = self.limiter.admit(call.key, estimate, call.admitted)
         release_db()  # a budgeted key's fresh totals were just read: hold the connection no longer
         record = RequestRecord(call.request_id, call.key.id, call.model, call.stream)
@@ -140,7 +141,7 @@ class Relay:
             self.ledger.journal(record, estimate.cost_nanos, worker_id())
         self._in_flight[id(record)] = record
         try:
-            opened = self._open(call, record)
+            opened = self._open(call, record, candidates)
             if isinstance(opened, Reply):
                 reply = self._finish_error(record, admission, opened)
             elif call.stream and answered_json(opened.upstream):  # a message where events were asked for
@@ -159,12 +160,11 @@ class Relay:
         reply.headers.update(admission.headers)
         return reply
 
-    def _refuse_unpriced(self, call: RelayCall) -> None:
-        call.skip_channels = unpriced_channels(call.key, call.model, self.directory.candidates(call.model),
-                                               self.ledger.prices)
+    def _refuse_unpriced(self, call: RelayCall, candidates: list[ChannelConfig]) -> None:
+        call.skip_channels = unpriced_channels(call.key, call.model, candidates, self.ledger.prices)
 
-    def _worst_case(self, call: RelayCall) -> Estimate:
-        return worst_case(call.key, call.model, len(call.raw), call.body, self.directory.candidates(call.model),
+    def _worst_case(self, call: RelayCall, candidates: list[ChannelConfig]) -> Estimate:
+        return worst_case(call.key, call.model, len(call.raw), call.body, candidates,
                           self.ledger.prices, self.server_tool_reserve_nanos)
 
     def count_tokens(self, call: RelayCall) -> Reply:
@@ -179,11 +179,12 @@ class Relay:
         if call.admitted is None:  # else admitted before its body was read
             self.limiter.admit_free(call.key, "count_tokens", self.count_tokens_rpm)
         record = RequestRecord(call.request_id, call.key.id, call.model, False)
-        routable = [c for c in self.directory.candidates(call.model) if self._routable(c, None)]
+        candidates = self.directory.candidates(call.model)
+        routable = [c for c in candidates if self._routable(c, None)]
         if routable and not any(self._routable(c, COUNTS_TOKENS) for c in routable):
             body = json.dumps({"input_tokens": estimate_input_tokens(call.body)}).encode()
             return Reply(200, {"content-type": "application/json"}, body)
-        opened = self._open(call, record, formats=COUNTS_TOKENS)
+        opened = self._open(call, record, candidates, formats=COUNTS_TOKENS)
         if isinstance(opened, Reply):
             if opened.status in (400, 404) and _estimates_on_refusal(routable, record.channel_id):
                 body = json.dumps({"input_tokens": estimate_input_tokens(call.body)}).encode()
@@ -200,9 +201,9 @@ class Relay:
 
     # routing and failover -----------------------------------------------------
 
-    def _open(self, call: RelayCall, record: RequestRecord, formats=None) -> _Opened | Reply:
-        candidates = [c for c in self.directory.candidates(call.model)
-                      if self._routable(c, formats) and c.id not in call.skip_channels]
+    def _open(self, call: RelayCall, record: RequestRecord, ordered: list[ChannelConfig],
+              formats=None) -> _Opened | Reply:
+        candidates = [c for c in ordered if self._routable(c, formats) and c.id not in call.skip_channels]
         if not candidates:
             raise NotFound(f"no channel serves model {call.model!r}")
         # one candidate: nothing to choose, so the store is not asked now (the writer records the turn)
