@@ -85,3 +85,23 @@ def test_lookup_is_by_hash_only(app, client, key):
     ApiKey.update(key_hash="0" * 64).where(ApiKey.id == key["id"]).execute()
     services(app).key_cache.clear()
     assert_error(client.get("/v1/models", headers={"x-api-key": key["key"]}), 401, "authentication_error")
+
+
+def test_a_key_that_ages_out_is_read_again_by_one_request_while_the_others_use_what_it_had(app, client, key):
+    """A cached key ages out while ~64 requests of a loaded worker are in flight: one reads it
+    again and the others keep the entry they had (an admin write, by contrast, is never served
+    from the old entry: test_revoked_key_is_refused_by_the_next_request)."""
+    import time
+
+    from app.services.keys import hash_key
+
+    cache = services(app).key_cache
+    digest = hash_key(key["key"])
+    assert cache.lookup(digest).name == "k"
+    ApiKey.update(name="renamed").where(ApiKey.id == key["id"]).execute()  # not announced: only age reloads
+    time.sleep(cache.ttl + 0.1)
+    assert cache._claim(digest)  # another request is reading it again right now
+    assert cache.lookup(digest).name == "k"
+    cache._refreshing.discard(digest)
+    assert cache.lookup(digest).name == "renamed"
+    assert cache.lookup(digest).name == "renamed" and digest not in cache._refreshing

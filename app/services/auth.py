@@ -78,17 +78,36 @@ class KeyCache:
         self.feed = feed or change_feed()
         self._entries: dict[str, tuple[KeySnapshot, float, int]] = {}
         self._misses: dict[str, tuple[float, int]] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def lookup(self, key_hash: str) -> KeySnapshot | None:
         now = time.monotonic()
         version = self.feed.version()
         hit = self._entries.get(key_hash)
-        if hit is not None and now - hit[1] < self.ttl and hit[2] == version:
-            return hit[0]
+        if hit is not None and hit[2] == version:
+            if now - hit[1] < self.ttl or not self._claim(key_hash):
+                return hit[0]  # aged out, but another request of this worker is reading it again
+            try:
+                return self._load(key_hash, now, version)
+            finally:
+                self._refreshing.discard(key_hash)
         miss = self._misses.get(key_hash)
         if miss is not None and now - miss[0] < self.miss_ttl and miss[1] == version:
             return None
+        return self._load(key_hash, now, version)
+
+    def _claim(self, key_hash: str) -> bool:
+        """One reload per aged-out key at a time: the ~64 requests in flight when it ages out
+        would otherwise each read it. (An admin write moves the version: that is never served
+        from the old entry.)"""
+        with self._lock:
+            if key_hash in self._refreshing:
+                return False
+            self._refreshing.add(key_hash)
+            return True
+
+    def _load(self, key_hash: str, now: float, version: int) -> KeySnapshot | None:
         row = ApiKey.get_or_none(ApiKey.key_hash == key_hash)
         if row is None or not hmac.compare_digest(row.key_hash, key_hash):
             with self._lock:
