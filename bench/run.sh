@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # octorelay's benchmark: one command, loopback only, two markdown tables. See bench/README.md.
 #
-#   bench/run.sh                          # full run (~8-10 minutes)
+#   bench/run.sh                          # full run (~15 minutes)
 #   BENCH_QUICK=1 bench/run.sh            # smoke run (a few seconds per measurement)
 #   BENCH_SCALED=0 bench/run.sh           # skip the PostgreSQL + Redis rows
 #   BENCH_WORKER_CLASSES=gthread bench/run.sh   # one worker model only (default "gthread gevent")
 #   BENCH_KEEP=1 bench/run.sh             # keep the temp dir (server logs, raw results)
 #   BENCH_ONLY=sizes bench/run.sh         # only the Claude Code request-size rows
+#   BENCH_ROUNDS=5 bench/run.sh           # rounds of the c=1 / c=8 / c=64 runs (default 3; medians)
 #
 # Starts: the mock upstream; per worker class, the bare proxy and octorelay default (SQLite in a
 # temp dir, no Redis, one worker: 1x64 threads for gthread, 1x1000 connections for gevent) and,
@@ -20,10 +21,10 @@ PY=${PYTHON:-python}
 
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  DUR_C1=2; DUR_TP=2; STREAM_SETS="50"; EVENTS=5; DELAY_MS=20
+  DUR_C1=2; DUR_TP=2; ROUNDS=${BENCH_ROUNDS:-1}; STREAM_SETS="50"; EVENTS=5; DELAY_MS=20
   MANY=${BENCH_MANY_STREAMS:-100}; MANY_EVENTS=5; MANY_DELAY_MS=100; MANY_SPREAD_MS=100
 else
-  DUR_C1=${BENCH_DUR_C1:-5}; DUR_TP=${BENCH_DUR_TP:-8}; STREAM_SETS=${BENCH_STREAMS:-"50 200"}
+  DUR_C1=${BENCH_DUR_C1:-5}; DUR_TP=${BENCH_DUR_TP:-8}; ROUNDS=${BENCH_ROUNDS:-3}; STREAM_SETS=${BENCH_STREAMS:-"50 200"}
   EVENTS=${BENCH_EVENTS:-20}; DELAY_MS=${BENCH_DELAY_MS:-50}
   MANY=${BENCH_MANY_STREAMS:-1000}; MANY_EVENTS=${BENCH_MANY_EVENTS:-20}
   MANY_DELAY_MS=${BENCH_MANY_DELAY_MS:-250}; MANY_SPREAD_MS=${BENCH_MANY_SPREAD_MS:-2000}
@@ -231,11 +232,15 @@ for size in $SIZES; do
 done
 
 if [ "$ONLY" != sizes ]; then
-log "unloaded latency (c=1, ${DUR_C1}s each)"
-for r in "${ROWS[@]}"; do wrk_run $r c1 1 1 $DUR_C1; done
-log "throughput (c=8 and c=64, ${DUR_TP}s each)"
-for r in "${ROWS[@]}"; do wrk_run $r c8 2 8 $DUR_TP; done
-for r in "${ROWS[@]}"; do wrk_run $r c64 2 64 $DUR_TP; done
+# in ROUNDS rounds: the table shows medians, and each ratio (or c=1 difference) to the bare proxy
+# is the median of the rounds' own, each measured right after its bare proxy
+for round in $(seq 1 $ROUNDS); do
+  log "round $round of $ROUNDS: unloaded latency (c=1, ${DUR_C1}s each)"
+  for r in "${ROWS[@]}"; do wrk_run $r c1 1 1 $DUR_C1; done
+  log "round $round of $ROUNDS: throughput (c=8 and c=64, ${DUR_TP}s each)"
+  for r in "${ROWS[@]}"; do wrk_run $r c8 2 8 $DUR_TP; done
+  for r in "${ROWS[@]}"; do wrk_run $r c64 2 64 $DUR_TP; done
+done
 for n in $STREAM_SETS; do
   log "streaming ($n streams x $EVENTS events, ${DELAY_MS} ms apart)"
   for r in "${ROWS[@]}"; do

@@ -5,10 +5,28 @@
 
 Each result line is {"row": id, "kind": k, "data": {...}}. kind "meta" gives a row's label and
 the id of the bare proxy it is compared with ("bare", same shape and worker class); c1 / c8 /
-c64 are wrk runs, s<N> stream runs, rss the peak RSS, many the open-streams run.
+c64 are wrk runs (several lines each when run in rounds), s<N> stream runs, rss the peak RSS,
+many the open-streams run.
 """
 import argparse
 import json
+import statistics
+
+
+def rounds(res) -> str:
+    n = max((len(v) for (_, kind), v in res.items() if kind in ("c1", "c8", "c64")), default=1)
+    if n == 1:
+        return "one run each"
+    return (f"{n} rounds, medians; each ratio / Δ vs bare is the median of the rounds' own, "
+            "each measured right after its bare proxy")
+
+
+def ratio_of(a, b):
+    return a / b
+
+
+def difference(a, b):
+    return a - b
 
 
 def main():
@@ -26,12 +44,28 @@ def main():
     rows = []
     for line in open(args.results):
         rec = json.loads(line)
-        res[(rec["row"], rec["kind"])] = rec["data"] or {}
+        res.setdefault((rec["row"], rec["kind"]), []).append(rec["data"] or {})
         if rec["row"] not in rows:
             rows.append(rec["row"])
 
+    def runs(row, kind, field):
+        """The field of each run of `kind` (wrk rows run in rounds: BENCH_ROUNDS), in order."""
+        return [d.get(field) for d in res.get((row, kind)) or []]
+
     def get(row, kind, field):
-        return (res.get((row, kind)) or {}).get(field)
+        """The median over the rounds (the value itself for a kind measured once)."""
+        values = runs(row, kind, field)
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        if numbers and len(numbers) == len(values):
+            return statistics.median(numbers)
+        return values[-1] if values else None
+
+    def paired(row, bare, kind, field, op):
+        """The median over rounds of op(row's run, its bare proxy's run in the same round): each round
+        measures a row right after its bare proxy, so this cancels what the machine did meanwhile."""
+        pairs = [(a, b) for a, b in zip(runs(row, kind, field), runs(bare, kind, field))
+                 if a is not None and b is not None and (b or op is not ratio_of)]
+        return statistics.median(op(a, b) for a, b in pairs) if pairs else None
 
     def label(row):
         return get(row, "meta", "label") or row
@@ -41,6 +75,9 @@ def main():
 
     def ratio(a, b):
         return "–" if not a or not b else f"{a / b:.2f}×"
+
+    def times(v):
+        return "–" if v is None else f"{v:.2f}×"
 
     head = ["target", "req/s c=8", "req/s c=64", "c=64 vs direct", "c=64 vs bare", "c=8 vs bare",
             "c=1 p50 / p99 ms", "c=1 p50 Δ vs bare"]
@@ -54,14 +91,14 @@ def main():
         cmp = bare is not None and bare != row  # an octorelay row, compared with its bare proxy
         c8, c64 = get(row, "c8", "rps"), get(row, "c64", "rps")
         p50, p99 = get(row, "c1", "p50_ms"), get(row, "c1", "p99_ms")
-        errs = sum(get(row, k, "errors") or 0 for k in ("c1", "c8", "c64"))
-        bp50 = get(bare, "c1", "p50_ms") if cmp else None
+        errs = sum(v or 0 for k in ("c1", "c8", "c64") for v in runs(row, k, "errors"))
         cells = [label(row) + (f" ({errs} wrk errors)" if errs else ""),
                  num(c8), num(c64), ratio(c64, get("direct", "c64", "rps")),
-                 ratio(c64, get(bare, "c64", "rps")) if cmp else "–",
-                 ratio(c8, get(bare, "c8", "rps")) if cmp else "–",
+                 times(paired(row, bare, "c64", "rps", ratio_of)) if cmp else "–",
+                 times(paired(row, bare, "c8", "rps", ratio_of)) if cmp else "–",
                  f"{num(p50, '{:.2f}')} / {num(p99, '{:.2f}')}",
-                 f"{p50 - bp50:+.2f}" if p50 is not None and bp50 is not None else "–"]
+                 f"{delta:+.2f}" if cmp and (delta := paired(row, bare, "c1", "p50_ms", difference)) is not None
+                 else "–"]
         for n in sets:
             k = f"s{n}"
             cells += [f"{num(get(row, k, 'ttfb_p50_ms'), '{:.1f}')} / {num(get(row, k, 'ttfb_p99_ms'), '{:.1f}')}",
@@ -77,7 +114,7 @@ def main():
         print(f"\n{args.machine}")
     if any(kind == "c1" for _, kind in res):
         print(f"\noctorelay bench — loopback; streams: {args.events} events {args.delay_ms} ms apart; "
-              "wrk c=1 unloaded, c=8/c=64 closed loop\n")
+              f"wrk c=1 unloaded, c=8/c=64 closed loop; {rounds(res)}\n")
         print("\n".join(out))
 
     sizes = [s for s in args.sizes.split() if any(kind == f"size{s}" for _, kind in res)]
@@ -89,7 +126,7 @@ def main():
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
         def cpu_ms(row, size):
-            d = res.get((row, f"size{size}")) or {}
+            d = (res.get((row, f"size{size}")) or [{}])[-1]
             if not d.get("requests") or d.get("cpu_ticks") is None:
                 return None
             return d["cpu_ticks"] * 1000 / d["clk_tck"] / d["requests"]
