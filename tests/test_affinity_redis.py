@@ -159,6 +159,9 @@ def test_turns_with_a_known_home_ask_redis_nothing_before_routing_and_a_move_is_
     key = admin.create_key(name="k")
     stores = [services(app).relay.affinity.store for app in two_apps]
     until(lambda: all(s.watch.live() for s in stores))
+    reads = []  # the store's reads before routing (the settlement writer reads through `record`)
+    for store in stores:
+        store.get = lambda key, read=store.get: reads.append(key) or read(key)
     rclient = redis.Redis.from_url(redis_url)
     rclient.config_resetstat()
     headers = {"x-claude-code-session-id": "moving"}
@@ -172,7 +175,7 @@ def test_turns_with_a_known_home_ask_redis_nothing_before_routing_and_a_move_is_
         turn(t % 2, t)  # each worker reads the home once, then knows it
     home = served_by(upstream)[0]
     assert served_by(upstream) == [home] * 5
-    assert commands(rclient).get("getex") == 2
+    assert len(reads) == 2
 
     upstream.script(error_answer(529, "overloaded_error", "busy"), path=f"/{home}/v1/messages")
     turn(0, 6)  # the home fails: the turn moves, and announces it before answering
@@ -182,5 +185,26 @@ def test_turns_with_a_known_home_ask_redis_nothing_before_routing_and_a_move_is_
         turn(t % 2, t)  # the home is healthy again, but the conversation stays where it moved
     assert served_by(upstream)[-4:] == [moved_to] * 4
     assert affinity_column() == ["new"] + ["kept"] * 4 + ["moved"] + ["kept"] * 4
-    assert commands(rclient).get("getex") == 2 and commands(rclient).get("publish") == 1
+    assert len(reads) == 2 and commands(rclient).get("publish") == 1
     rclient.close()
+
+
+def test_a_turn_answered_from_the_copy_does_not_undo_a_move_made_meanwhile(workers, rclient):
+    """Two turns of one conversation at once (Claude Code's parallel calls share a session): one
+    worker routes to the home it knows while the other fails over; the first one's record must
+    not put the home back."""
+    from app.services.affinity import Affinity, scoped_key
+
+    a, b = workers
+    first = Affinity(a)
+    key = scoped_key(1, "m", "h:s")
+    a.set(key, 1)
+    turn = first.lookup(1, "m", {"x-claude-code-session-id": "s"}, {})
+    assert turn.key == key and turn.home == 1 and not turn.read  # known: routed to 1 without asking Redis
+    assert b.get(key) == 1
+    b.set(key, 2)  # meanwhile the other worker's turn failed on 1 and moved to 2
+    outcome, pending = first.conclude(turn, 1, moves=True)  # channel 1 answered the first turn
+    assert outcome is None and pending is not None
+    assert first.record([(pending, 1)]) == ["moved"]  # the turn went where the home no longer is
+    assert rclient.get(RedisStore.PREFIX + key) == b"2"  # ... and the home stays where it moved
+    until(lambda: a.known(key) == 2)

@@ -229,9 +229,13 @@ class Affinity:
         """After routing: (the outcome, None), or for a turn routed without a lookup (None, the turn
         the writer records). `moves`: `channel_id` answered and becomes the home."""
         if not lookup.read:
-            if moves and lookup.home is not None and channel_id != lookup.home:
+            if lookup.home is None:  # nothing to choose: the writer records the turn and its home
+                return None, lookup.pending(moves)
+            if moves and channel_id != lookup.home:
                 return self.settle(lookup, channel_id), None  # leaving a known home: every worker hears it now
-            return None, lookup.pending(moves)
+            # answered from this worker's copy: the writer only confirms the home (and pushes its
+            # expiry out); writing it again could undo a move another worker made meanwhile
+            return None, lookup.pending(False)
         return (self.settle(lookup, channel_id) if moves else self.outcome(lookup, channel_id)), None
 
     def settle(self, lookup: Lookup, channel_id: int) -> str:

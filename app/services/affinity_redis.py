@@ -17,10 +17,11 @@ has seen and is told of every change:
   HEARTBEAT_S) empties the copy and turns go back to asking Redis until
   it is subscribed again;
 - a turn answered from the copy still reaches Redis, from the settlement
-  writer in its batched call: that pushes the expiry back to an hour after
-  the last turn and tells the true outcome. A turn that leaves its home
-  (failover) writes and publishes before the answer goes back, so the
-  next turn finds the new home on every worker;
+  writer in its batched call, and only reads (GETEX): that pushes the
+  expiry back to an hour after the last turn and tells the true outcome,
+  and cannot undo a move another worker made meanwhile. A turn that leaves
+  its home (failover) writes and publishes before the answer goes back, so
+  the next turn finds the new home on every worker;
 - a copy is trusted for `fresh_s` (a minute) after Redis last confirmed
   it, so a change missed in a way the listener could not see is undone
   within that time, and no copy outlives its key in Redis.
