@@ -53,24 +53,24 @@ class RedisStore:
 
     PREFIX = "octorelay:affinity:"
 
-    def __init__(self, client, ttl: float = TTL_S, fresh_s: float = FRESH_S, watch: bool = True):
+    def __init__(self, client, ttl: float = TTL_S, fresh_s: float = FRESH_S):
         self.client = client
         self.ttl_ms = max(int(ttl * 1000), 1)
         db = client.connection_pool.connection_kwargs.get("db", 0)
         self.channel = f"{self.PREFIX}changes:{db}"  # pub/sub ignores databases; deployments may not
         self.copies = LocalStore(ttl=min(fresh_s, ttl / 4), max_entries=MAX_COPIES)
-        self.watch = HomeWatch(client, self.channel, self._heard, self.copies.clear) if watch else None
+        self.watch = HomeWatch(client, self.channel, self._heard, self.copies.clear)
 
     # before routing ---------------------------------------------------------------------------
 
     def known(self, key: str) -> int | None:
         """The home as this worker last heard it, while that is sure to be current; None: ask `get`."""
-        if self.watch is None or not self.watch.live():
+        if not self.watch.live():
             return None
         return self.copies.get(key, touch=False)
 
     def get(self, key: str) -> int | None:
-        since, epoch = time.monotonic(), self._epoch()
+        since, epoch = time.monotonic(), self.watch.epoch
         value = self.client.getex(self.PREFIX + key, px=self.ttl_ms)
         home = int(value) if value is not None else None
         if home is not None:
@@ -82,7 +82,7 @@ class RedisStore:
     def set(self, key: str, channel_id: int) -> None:
         """A new or moved home. Only a home that replaced another is announced (one more round trip):
         no worker can hold a copy of a home that did not exist."""
-        since, epoch = time.monotonic(), self._epoch()
+        since, epoch = time.monotonic(), self.watch.epoch
         old = self.client.set(self.PREFIX + key, channel_id, px=self.ttl_ms, get=True)
         if old is not None and int(old) != channel_id:
             self.client.publish(self.channel, f"{key} {channel_id}")
@@ -91,7 +91,7 @@ class RedisStore:
     def record(self, turns: list[tuple[str, int | None]]) -> list[int | None]:
         """LocalStore.record in one pipelined round trip (SET … GET: Redis 6.2, as GETEX); the homes it
         replaced are announced in one more."""
-        since, epoch = time.monotonic(), self._epoch()
+        since, epoch = time.monotonic(), self.watch.epoch
         pipe = self.client.pipeline(transaction=False)
         for key, channel_id in turns:
             if channel_id is None:
@@ -114,17 +114,13 @@ class RedisStore:
         return before
 
     def close(self) -> None:
-        if self.watch is not None:
-            self.watch.close()
+        self.watch.close()
 
     # the copy ---------------------------------------------------------------------------------
 
-    def _epoch(self) -> int | None:
-        return self.watch.epoch if self.watch is not None else None
-
-    def _copy(self, key: str, home: int, since: float, epoch: int | None) -> None:
-        """Keep what Redis said at `since`, if the listener was subscribed all along (same epoch)."""
-        if epoch is not None and self.watch is not None and self.watch.live() and self.watch.epoch == epoch:
+    def _copy(self, key: str, home: int, since: float, epoch: int) -> None:
+        """Keep what Redis said at `since`, if the subscription held all along (same epoch)."""
+        if self.watch.subscribed() and self.watch.epoch == epoch:
             self.copies.set(key, home, since=since)
 
     def _heard(self, payload: bytes) -> None:
@@ -172,6 +168,10 @@ class HomeWatch:
                 self._drop(exc)
                 return False
             return True
+
+    def subscribed(self) -> bool:
+        """Up in this process, without draining: the epoch tells whether it held meanwhile."""
+        return self._pid == os.getpid() and self._pubsub is not None
 
     def close(self) -> None:
         self._stop.set()
