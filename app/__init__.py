@@ -48,7 +48,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     services = AppServices(
         secrets=box, upstream_policy=policy,
         key_cache=KeyCache(ttl=settings.key_cache_ttl_s, feed=feed), redis=redis_client,
-        admin_guard=AdminGuard(settings.redis_url, settings.trusted_proxies), relay=relay,
+        admin_guard=AdminGuard(settings.redis_url, settings.trusted_proxies, redis_client=redis_client), relay=relay,
         refusals=RefusalLog(relay.ledger, settings.refusal_log_per_min))
     attach(app, services)
     services.database = db.init_app(app, settings)

@@ -16,10 +16,10 @@ import sys
 import time
 from contextlib import contextmanager
 
-from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse
 from playhouse.migrations import Runner
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from .config import ConfigError
 
@@ -200,7 +200,7 @@ def connection_then(lock):
             release()
 
 
-def init_app(app, settings) -> Database:
+def init_app(app, settings) -> PooledDatabase:
     """Bind the proxy to the configured database and close connections after each request;
     returns the database bound."""
     # Requests rarely touch the database (key and channel caches, settlements batched by one

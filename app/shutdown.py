@@ -84,6 +84,6 @@ def flush_at_exit(app) -> None:
     if _state.get("cutting"):
         _state["done"].wait(3.0)
     started = time.monotonic()
-    state.relay.close()
+    state.close()
     log.info("worker exit: settlements flushed", extra={"fields": {
         "flush_ms": round((time.monotonic() - started) * 1000, 1)}})

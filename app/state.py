@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 if TYPE_CHECKING:  # types only: app/__init__.py builds these lazily, so importing this stays cheap
-    from peewee import Database
+    from playhouse.pool import PooledDatabase
     from redis import Redis
 
     from .crypto import SecretBox
@@ -36,7 +36,17 @@ class AppServices:
     admin_guard: AdminGuard  # throttles failed admin and metrics tokens
     relay: Relay
     refusals: RefusalLog  # rows for requests refused before the relay took charge
-    database: Database | None = None  # bound by db.init_app()
+    database: PooledDatabase | None = None  # bound by db.init_app()
+
+    def close(self) -> None:
+        """Write what is queued, then close what the app holds open: the relay's writer, watch and
+        upstream connections, the one Redis pool every service shares, and the database pool (a
+        worker's exit, the end of a test)."""
+        self.relay.close()
+        if self.redis is not None:
+            self.redis.close()
+        if self.database is not None:
+            self.database.close_all()
 
 
 def attach(app: Flask, state: AppServices) -> None:

@@ -16,11 +16,11 @@ import threading
 import time
 
 from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ..errors import AuthenticationFailed, RateLimited
 from ..metrics import ADMIN_AUTH_FAILURES, LIMIT_STORE_ERRORS
+from .limiter import window_storage
 
 log = logging.getLogger("octorelay.admin")
 
@@ -29,11 +29,11 @@ FAILURES_PER_MINUTE = 10
 
 class AdminGuard:
     def __init__(self, redis_url: str | None, trusted_proxies: tuple[str, ...] = ("127.0.0.1",),
-                 per_minute: int = FAILURES_PER_MINUTE):
+                 per_minute: int = FAILURES_PER_MINUTE, redis_client=None):
         self._item = RateLimitItemPerMinute(per_minute)
-        self._memory = SlidingWindowCounterRateLimiter(storage_from_string("memory://"))
+        self._memory = SlidingWindowCounterRateLimiter(window_storage(None))
         self._shared = SlidingWindowCounterRateLimiter(
-            storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1)) if redis_url else None
+            window_storage(redis_url, redis_client)) if redis_url else None
         self._trusted = trusted_proxies
         self._noted: dict[str, float] = {}  # address -> when this process last logged its throttling
         self._lock = threading.Lock()

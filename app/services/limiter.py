@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from limits import RateLimitItemPerMinute
-from limits.storage import SlidingWindowCounterSupport, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from peewee import DatabaseError
 
@@ -57,6 +57,17 @@ class Estimate:
     tokens: int = 0
 
 
+def window_storage(redis_url: str | None, redis_client=None) -> RedisStorage | MemoryStorage:
+    """limits' storage for sliding windows: Redis through the app's own client's connection pool
+    (one pool per worker, closed with the app; its timeouts are the client's), or this process's
+    memory without a Redis URL."""
+    if not redis_url:
+        return MemoryStorage()
+    if redis_client is None:
+        raise ValueError("a Redis URL needs the app's Redis client")
+    return RedisStorage(redis_url, connection_pool=redis_client.connection_pool)
+
+
 @dataclass
 class Admission:
     """What admit() granted: the headers to send and the leases to give back."""
@@ -73,16 +84,8 @@ class Limiter:
                  lease_ttl_s: float = LEASE_TTL_S):
         self.lease_ttl = lease_ttl_s
         self.lease_refresh = lease_ttl_s / 3  # live streams renew their leases this often
-        self._leases: RedisLeases | MemoryLeases
-        if redis_url:
-            storage = storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1)
-            self._leases = RedisLeases(redis_client)
-        else:
-            storage = storage_from_string("memory://")
-            self._leases = MemoryLeases()
-        if not isinstance(storage, SlidingWindowCounterSupport):  # tpm is counted in a sliding window
-            raise TypeError(f"{type(storage).__name__} cannot count sliding windows")
-        self._storage = storage
+        self._storage = window_storage(redis_url, redis_client)  # tpm is counted in a sliding window
+        self._leases: RedisLeases | MemoryLeases = RedisLeases(redis_client) if redis_url else MemoryLeases()
         self._windows = SlidingWindowCounterRateLimiter(self._storage)
         self.fail_open = fail_open
         self._live: dict[int, Admission] = {}  # admissions holding leases, renewed in the background

@@ -404,10 +404,12 @@ class Relay:
         return self.ledger.flush(timeout)
 
     def close(self) -> None:
-        """Write what is queued, stop the settlement writer and the journal's sweeper, and stop
-        listening for changes of homes (a worker's exit, the end of a test)."""
+        """Write what is queued, stop the writer, the sweeper and the watch of homes, and close the
+        upstream connections (a worker's exit, the end of a test)."""
         self.ledger.close()
         self.affinity.close()
+        for transport in {id(t): t for t in self.transports.values()}.values():  # types share one pool
+            transport.close()
 
     def _metric_label(self, record: RequestRecord) -> str:
         """Bounded label values: a glob channel accepts any string a client sends. From the
