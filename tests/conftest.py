@@ -10,7 +10,7 @@ from app.db import db, upgrade
 from app.logs import JsonFormatter
 from app.state import services
 from tests.support.admin import AdminClient
-from tests.support.app import SettlingClient, flush_redis, reset_postgres
+from tests.support.app import SettlingClient, flush_redis, reset_postgres, serving
 from tests.support.browser import (browser, tab)  # noqa: F401  (fixtures: headless Chromium, one browser for the session)
 from tests.support.claude_code import claude_bin  # noqa: F401  (fixture: the Claude Code binary, or a skip)
 from tests.support.cli_harness import runner  # noqa: F401  (fixture: `octorelay ...` in-process)
@@ -101,8 +101,21 @@ def app(env):
     services(app).relay.directory.rng.seed(ROUTING_SEED)  # the same weighted order on every run
     upgrade(db.obj)
     yield app
-    services(app).relay.close()
-    db.obj.close_all()
+    services(app).close()
+
+
+@pytest.fixture
+def make_app():
+    """Apps of a test's own (other settings, another worker): `make_app(config)` is create_app,
+    and every app made is closed at teardown, its threads, pools and sockets with it."""
+    made = []
+
+    def build(config):
+        made.append(create_app(config))
+        return made[-1]
+    yield build
+    for app in reversed(made):
+        services(app).close()
 
 
 @pytest.fixture
@@ -124,14 +137,6 @@ def key(admin):
 
 @pytest.fixture
 def live(app):
-    """The app on a real loopback socket (threaded werkzeug server): for SDK and disconnect tests."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    """The app on a real loopback socket: for SDK and disconnect tests."""
+    with serving(app) as url:
+        yield url

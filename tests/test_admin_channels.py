@@ -78,13 +78,12 @@ def test_clearing_the_upstream_key(admin):
     assert body["api_key"] is None and Channel.get_by_id(channel["id"]).api_key_enc is None
 
 
-def test_rotated_secret_keys_still_decrypt(env, admin, app):
+def test_rotated_secret_keys_still_decrypt(env, admin, app, make_app):
     """The first key encrypts, all decrypt: old ciphertexts survive a rotation."""
-    from app import create_app
     from app.crypto import new_secret_key
 
     channel = admin.create_channel(name="a", type="anthropic", api_key=UPSTREAM_KEY)
-    rotated = create_app({**env, "OCTORELAY_SECRET_KEY": f"{new_secret_key()},{SECRET_KEY}"})
+    rotated = make_app({**env, "OCTORELAY_SECRET_KEY": f"{new_secret_key()},{SECRET_KEY}"})
     token = Channel.get_by_id(channel["id"]).api_key_enc
     box = services(rotated).secrets
     assert box.decrypt(token) == UPSTREAM_KEY

@@ -121,11 +121,9 @@ def test_client_key_cannot_reach_admin(admin, client):
                  401, "authentication_error")
 
 
-def test_admin_disabled_without_token(env):
-    from app import create_app
-
+def test_admin_disabled_without_token(env, make_app):
     env = {k: v for k, v in env.items() if k != "OCTORELAY_ADMIN_TOKEN"}
-    client = create_app(env).test_client()
+    client = make_app(env).test_client()
     assert_error(client.get("/admin/keys", headers={"Authorization": "Bearer anything"}),
                  403, "permission_error", contains="OCTORELAY_ADMIN_TOKEN")
 

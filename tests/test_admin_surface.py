@@ -120,7 +120,7 @@ def test_every_instance_shares_the_count_through_redis(env, redis_url):
     assert_error(clients[1].get("/admin/prices", **from_address("203.0.113.20")), 429, "rate_limit_error")
     assert clients[1].get("/admin/prices", **from_address("203.0.113.21")).status_code == 200
     for a in apps:
-        services(a).relay.close()
+        services(a).close()
 
 
 def test_a_down_limit_store_leaves_the_admin_api_usable_and_still_throttled(env):
@@ -131,7 +131,7 @@ def test_a_down_limit_store_leaves_the_admin_api_usable_and_still_throttled(env)
     for _ in range(10):
         assert client.get("/admin/prices", **from_address("203.0.113.30", WRONG)).status_code == 401
     assert client.get("/admin/prices", **from_address("203.0.113.30")).status_code == 429
-    services(app).relay.close()
+    services(app).close()
 
 
 # /metrics ---------------------------------------------------------------------------------------
@@ -152,4 +152,4 @@ def test_metrics_need_the_metrics_token_when_it_is_set(env):
     assert resp.status_code == 200 and b"octorelay_cost_usd_total" in resp.data
     assert b"octorelay_admin_auth_failures_total" in resp.data
     assert client.get("/healthz").status_code == 200  # the probes stay open
-    services(app).relay.close()
+    services(app).close()

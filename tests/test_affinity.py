@@ -221,7 +221,7 @@ def test_affinity_off_restores_the_per_request_choice(env, upstream):
         assert len(set(served_by(upstream))) >= 2  # all 12 on one of 3: p = 3 / 3**12
         assert affinity_column() == [None] * 12
     finally:
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()
 
 
@@ -244,7 +244,7 @@ def test_a_home_expires_a_ttl_after_the_last_turn(env, upstream):
         conversation(client, key, "header", 1, 1, start=6)
         assert affinity_column() == ["new", "kept", "kept", "kept", "kept", "new"]
     finally:
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()
 
 

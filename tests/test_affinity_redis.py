@@ -144,7 +144,7 @@ def two_apps(env, redis_url, upstream):
     redis.Redis.from_url(redis_url).flushdb()
     yield apps
     for app in apps:
-        services(app).relay.close()
+        services(app).close()
     db.obj.close_all()
 
 

@@ -14,7 +14,6 @@ import logging
 
 import pytest
 
-from app import create_app
 from app.adaptors.base import join_url
 from app.db import db, upgrade
 from app.models import Channel
@@ -98,8 +97,8 @@ def test_loopback_private_and_public_upstreams_are_stored_normalised(admin, url)
     assert Channel.get_by_id(channel["id"]).base_url == ALLOWED[url]
 
 
-def test_the_metadata_refusal_is_lifted_only_by_its_setting(env):
-    app = create_app({**env, "OCTORELAY_UPSTREAM_ALLOW_LINK_LOCAL": "1"})
+def test_the_metadata_refusal_is_lifted_only_by_its_setting(env, make_app):
+    app = make_app({**env, "OCTORELAY_UPSTREAM_ALLOW_LINK_LOCAL": "1"})
     upgrade(db.obj)
     admin = AdminClient(app.test_client())
     for url in ("http://169.254.169.254", "http://metadata.google.internal", "http://[fd00:ec2::254]"):

@@ -3,20 +3,20 @@ database and one Redis, 100 concurrent requests on a $0.10 key whose upstream re
 tokens for a small body. Reservations never add up past what is left, so at most
 floor(budget / reservation) requests are in flight, and the key overspends at most their real
 cost beyond their reservations."""
+import contextlib
 import json
 import threading
 import time
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from app import create_app
 from app.adaptors import estimate_tokens
 from app.db import db, upgrade
 from app.state import services
 from tests.support.admin import AdminClient
-from tests.support.app import anthropic_channel
+from tests.support.app import anthropic_channel, serving
 from tests.support.bodies import messages_body
 from tests.support.upstream import anthropic_message, hang_answer, json_answer
 
@@ -27,17 +27,14 @@ BUDGET_NANOS = 100_000_000  # $0.10
 REAL = 50_000 * 3000 + 100 * 15000  # what the upstream bills each request: $0.1515 (sonnet: $3 in, $15 out)
 
 
-def serve(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_the_ten_cent_key_stays_within_the_stated_bound(env, upstream, redis_url):
     apps = [create_app({**env, "REDIS_URL": redis_url}) for _ in range(2)]
     upgrade(db.obj)
-    servers = [serve(app) for app in apps]
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(db.obj.close_all)
+        for app in apps:
+            stack.callback(services(app).close)
+        bases = [stack.enter_context(serving(app)) for app in apps]
         admin = AdminClient(apps[0].test_client())
         anthropic_channel(admin, upstream)
         key = admin.create_key(name="ten-cents", budget_usd=BUDGET_NANOS / 1e9)
@@ -48,7 +45,7 @@ def test_the_ten_cent_key_stays_within_the_stated_bound(env, upstream, redis_url
         results, lock = [], threading.Lock()
 
         def one(n):
-            base = f"http://127.0.0.1:{servers[n % 2].server_port}"
+            base = bases[n % 2]
             deadline = time.monotonic() + 20
             while True:
                 resp = requests.post(f"{base}/v1/messages", data=raw, timeout=30,
@@ -76,9 +73,3 @@ def test_the_ten_cent_key_stays_within_the_stated_bound(env, upstream, redis_url
         assert used <= bound, (used / 1e9, bound / 1e9)
         print(f"admitted {admitted} of 100 (at most {most_in_flight} in flight); used ${used / 1e9:.4f}; "
               f"bound ${bound / 1e9:.4f}")
-    finally:
-        for server in servers:
-            server.shutdown()
-        for app in apps:
-            services(app).relay.close()
-        db.obj.close_all()

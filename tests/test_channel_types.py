@@ -98,7 +98,7 @@ def test_the_token_uri_is_under_the_upstream_policy(env, service_account):
         "name": "gcp", "type": "vertex", "models": ["claude-*"], "credentials": service_account,
         "options": {"project_id": "octo-test-project", "region": "us-east5"}})
     assert_error(resp, 400, "invalid_request_error", contains="credentials.token_uri")
-    services(app).relay.close()
+    services(app).close()
 
 
 def test_the_schema_the_dashboard_and_the_cli_list_the_registry(admin, client, runner):  # noqa: F811

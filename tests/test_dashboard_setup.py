@@ -4,11 +4,9 @@ import html
 import re
 import subprocess
 
-from app import create_app
 
-
-def test_the_setup_page_commands_print_the_token_to_sign_in_with(env, tmp_path):
-    app = create_app({k: v for k, v in env.items() if k != "OCTORELAY_ADMIN_TOKEN"})
+def test_the_setup_page_commands_print_the_token_to_sign_in_with(env, tmp_path, make_app):
+    app = make_app({k: v for k, v in env.items() if k != "OCTORELAY_ADMIN_TOKEN"})
     page = app.test_client().get("/dashboard/").get_data(as_text=True)
     commands = html.unescape(re.search(r"<pre>(.*?)</pre>", page, re.S).group(1)).splitlines()
     assert commands[-1] == "octorelay up"

@@ -4,7 +4,6 @@ import logging
 
 import pytest
 
-from app import create_app
 from app.logs import JsonFormatter
 from tests.support.app import assert_error
 from tests.support.constants import SECRET_KEY
@@ -29,8 +28,8 @@ def test_wrong_method_is_405_invalid_request(client):
     assert "GET" in resp.headers["allow"]
 
 
-def test_unexpected_exception_is_500_api_error(env):
-    app = create_app(env)
+def test_unexpected_exception_is_500_api_error(env, make_app):
+    app = make_app(env)
 
     @app.get("/boom")
     def boom():
@@ -40,8 +39,8 @@ def test_unexpected_exception_is_500_api_error(env):
     assert "kaboom" not in body["error"]["message"]
 
 
-def test_body_over_limit_is_413(env, admin):
-    app = create_app({**env, "OCTORELAY_MAX_BODY_MB": "0.001"})
+def test_body_over_limit_is_413(env, admin, make_app):
+    app = make_app({**env, "OCTORELAY_MAX_BODY_MB": "0.001"})
     client = app.test_client()
     resp = client.post("/admin/keys", data=b"{" + b" " * 5000 + b"}",
                        headers={"Authorization": admin.headers["Authorization"],
@@ -49,9 +48,9 @@ def test_body_over_limit_is_413(env, admin):
     assert_error(resp, 413, "request_too_large")
 
 
-def test_database_down_is_503_overloaded_and_health_stays_up():
+def test_database_down_is_503_overloaded_and_health_stays_up(make_app):
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    app = create_app({"DATABASE_URL": dead, "OCTORELAY_SECRET_KEY": SECRET_KEY})
+    app = make_app({"DATABASE_URL": dead, "OCTORELAY_SECRET_KEY": SECRET_KEY})
     client = app.test_client()
     assert_error(client.get("/v1/models", headers={"x-api-key": "sk-octo-" + "a" * 43}),
                  503, "overloaded_error")
@@ -96,9 +95,9 @@ def test_health_routes_ignore_auth(client, path):
     assert client.get(path).status_code == 200
 
 
-def test_readyz_names_a_database_that_cannot_be_reached():
+def test_readyz_names_a_database_that_cannot_be_reached(make_app):
     port = free_port()
-    app = create_app({"DATABASE_URL": f"postgresql://postgres:hunter2@127.0.0.1:{port}/nothing",
+    app = make_app({"DATABASE_URL": f"postgresql://postgres:hunter2@127.0.0.1:{port}/nothing",
                       "OCTORELAY_SECRET_KEY": SECRET_KEY})
     ready = app.test_client().get("/readyz")
     database = ready.get_json()["checks"]["database"]
@@ -106,10 +105,10 @@ def test_readyz_names_a_database_that_cannot_be_reached():
     assert str(port) in database and "hunter2" not in database  # where it tried, never the password
 
 
-def test_readyz_is_not_ready_until_the_schema_is_current(tmp_path):
+def test_readyz_is_not_ready_until_the_schema_is_current(tmp_path, make_app):
     from app.db import db, upgrade
 
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db", "OCTORELAY_SECRET_KEY": SECRET_KEY})
+    app = make_app({"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db", "OCTORELAY_SECRET_KEY": SECRET_KEY})
     client = app.test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503

@@ -14,7 +14,7 @@ from app.models import RequestLog
 from app.services.leases import MemoryLeases, RedisLeases
 from app.state import services
 from tests.support.admin import AdminClient
-from tests.support.app import anthropic_channel, assert_error
+from tests.support.app import anthropic_channel, assert_error, serving
 from tests.support.bodies import messages_body
 from tests.support.net import free_port
 from tests.support.upstream import (anthropic_message, anthropic_stream_events, error_answer, json_answer,
@@ -216,9 +216,9 @@ def test_weighted_leases_admit_while_capacity_is_left(leases_kind, redis_url):
 
 
 @pytest.fixture
-def dead_redis_app(env):
+def dead_redis_app(env, make_app):
     def build(**extra):
-        app = create_app({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", **extra})
+        app = make_app({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", **extra})
         upgrade(db.obj)
         return app
     return build
@@ -266,34 +266,29 @@ def test_redis_leases_use_redis_clock_not_the_clients(redis_url, monkeypatch):
 def test_a_slow_non_streaming_request_keeps_its_slot_past_the_lease_ttl(env, upstream):
     """The lease TTL bounds what a dead worker can hold, not how long a live request may wait
     for its answer: held leases are renewed in the background."""
-    from werkzeug.serving import make_server
-
     from tests.support.upstream import hang_answer
 
     app = create_app({**env, "OCTORELAY_LEASE_TTL": "1"})
     upgrade(db.obj)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
     try:
-        admin = AdminClient(app.test_client())
-        anthropic_channel(admin, upstream)
-        key = admin.create_key(name="one-at-a-time", max_concurrency=1, budget_usd=10)
-        upstream.script(hang_answer(3.0, then=json_answer(anthropic_message(usage=USAGE))),
-                        json_answer(anthropic_message(usage=USAGE)))
-        slow = {}
-        first = threading.Thread(target=lambda: slow.setdefault("resp", requests.post(
-            f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)))
-        first.start()
-        assert upstream.wait_for_requests(1, timeout=5)
-        time.sleep(2.0)  # twice the TTL: without renewal the slot would have run out
-        second = requests.post(f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)
-        assert second.status_code == 429, second.text
-        first.join(timeout=30)
-        assert slow["resp"].status_code == 200
-        third = requests.post(f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)
-        assert third.status_code == 200, third.text
+        with serving(app) as base:
+            admin = AdminClient(app.test_client())
+            anthropic_channel(admin, upstream)
+            key = admin.create_key(name="one-at-a-time", max_concurrency=1, budget_usd=10)
+            upstream.script(hang_answer(3.0, then=json_answer(anthropic_message(usage=USAGE))),
+                            json_answer(anthropic_message(usage=USAGE)))
+            slow = {}
+            first = threading.Thread(target=lambda: slow.setdefault("resp", requests.post(
+                f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)))
+            first.start()
+            assert upstream.wait_for_requests(1, timeout=5)
+            time.sleep(2.0)  # twice the TTL: without renewal the slot would have run out
+            second = requests.post(f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)
+            assert second.status_code == 429, second.text
+            first.join(timeout=30)
+            assert slow["resp"].status_code == 200
+            third = requests.post(f"{base}/v1/messages", json=BODY, headers={"x-api-key": key["key"]}, timeout=30)
+            assert third.status_code == 200, third.text
     finally:
-        server.shutdown()
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()

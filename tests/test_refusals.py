@@ -73,5 +73,5 @@ def test_refusal_rows_are_bounded_per_key_and_all_counted(env, upstream):
         assert per_key.count(noisy["id"]) == 5 and per_key.count(calm["id"]) == 1
         assert REFUSALS.labels("400", "invalid_request_error", "no")._value.get() == before + 15
     finally:
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()

@@ -267,13 +267,12 @@ def test_mock_channel_answers_locally(client, admin, key):
     assert row.output_tokens == body["usage"]["output_tokens"] and row.cost_nanos > 0
 
 
-def test_a_channel_whose_key_cannot_be_decrypted_does_not_break_the_others(env, admin, upstream, key):
-    from app import create_app
+def test_a_channel_whose_key_cannot_be_decrypted_does_not_break_the_others(env, admin, upstream, key, make_app):
     from app.crypto import new_secret_key
 
     anthropic_channel(admin, upstream, name="old-secret", priority=10)
     admin.create_channel(name="mock", models=["claude-*"])
-    other = create_app({**env, "OCTORELAY_SECRET_KEY": new_secret_key()}).test_client()
+    other = make_app({**env, "OCTORELAY_SECRET_KEY": new_secret_key()}).test_client()
     resp = post(other, key)
     assert resp.status_code == 200 and resp.get_json()["id"].startswith("msg_mock_")
     assert upstream.requests == []

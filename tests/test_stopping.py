@@ -196,5 +196,5 @@ def test_an_exhausted_pool_answers_503_overloaded_after_a_bounded_wait(env, monk
         assert 0.9 < waited < 4
         assert client.get("/v1/models", headers={"x-api-key": key["key"]}).status_code == 200
     finally:
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()

@@ -127,7 +127,7 @@ def test_an_upstream_body_past_the_cap_is_a_502_not_a_full_worker(env, upstream,
         else:  # an error body too big to keep: the status is kept, the body is ours
             assert_error(resp, 500, "api_error", contains="upstream answered 500")
     finally:
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()
 
 
@@ -164,5 +164,5 @@ def test_count_tokens_is_limited_per_key_and_refused_past_the_budget(env, upstre
         spent = admin.create_key(name="c", budget_usd=0)
         assert_error(count(client, spent), 402, "billing_error")
     finally:
-        services(app).relay.close()
+        services(app).close()
         db.obj.close_all()

@@ -1,7 +1,6 @@
 """OCTORELAY_UPSTREAM_HTTPS_ONLY / OCTORELAY_UPSTREAM_HOSTS: where a (leaked) admin token may point channels."""
 import pytest
 
-from app import create_app
 from app.db import db, upgrade
 from app.services.channels import UpstreamPolicy
 from tests.support.admin import AdminClient
@@ -9,8 +8,8 @@ from tests.support.app import assert_error
 
 
 @pytest.fixture
-def strict(env):
-    app = create_app({**env, "OCTORELAY_UPSTREAM_HTTPS_ONLY": "1",
+def strict(env, make_app):
+    app = make_app({**env, "OCTORELAY_UPSTREAM_HTTPS_ONLY": "1",
                       "OCTORELAY_UPSTREAM_HOSTS": "api.anthropic.com,*.openai.azure.com"})
     upgrade(db.obj)
     return app.test_client()
@@ -41,12 +40,12 @@ def test_admin_cannot_point_a_channel_outside_the_policy(strict):
     assert admin.post("/admin/channels", json={"name": "m", "type": "mock", "models": ["x"]}).status_code == 201
 
 
-def test_channels_made_before_the_policy_are_not_used(env, admin, upstream):
+def test_channels_made_before_the_policy_are_not_used(env, admin, upstream, make_app):
     from tests.support.app import anthropic_channel
 
     anthropic_channel(admin, upstream)  # http://127.0.0.1:PORT, made without a policy
     key = admin.create_key(name="k")
-    strict = create_app({**env, "OCTORELAY_UPSTREAM_HTTPS_ONLY": "1"}).test_client()
+    strict = make_app({**env, "OCTORELAY_UPSTREAM_HTTPS_ONLY": "1"}).test_client()
     resp = strict.post("/v1/messages", headers={"x-api-key": key["key"]},
                        json={"model": "claude-sonnet-4-6", "max_tokens": 5,
                              "messages": [{"role": "user", "content": "hi"}]})

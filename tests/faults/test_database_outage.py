@@ -45,7 +45,7 @@ def proxied(env, db_proxy, upstream):
     admin = AdminClient(client)
     anthropic_channel(admin, upstream)
     yield app, client, admin, admin.create_key(name="outage")
-    services(app).relay.close()
+    services(app).close()
     db.obj.close_all()
 
 

@@ -1,8 +1,12 @@
-"""In-process helpers: the test client that waits for settlements, Anthropic's error shape, the
-log row of a stream, a channel pointed at the scripted upstream, and resetting the test backends."""
+"""In-process helpers: the test client that waits for settlements, the app on a loopback socket,
+Anthropic's error shape, the log row of a stream, a channel pointed at the scripted upstream, and
+resetting the test backends."""
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from typing import Iterator
 
 from flask.testing import FlaskClient
 
@@ -24,6 +28,23 @@ class SettlingClient(FlaskClient):
 def settled(app) -> None:
     """Block until every settlement the app has queued is committed."""
     assert services(app).relay.flush(timeout=10), "settlements not written in 10 s"
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """The app on a real loopback socket (threaded werkzeug server); yields its base URL. The
+    listening socket is closed on the way out: a suite of a thousand tests must not keep them."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def assert_error(resp, status: int, error_type: str, *, contains: str | None = None) -> dict:
