@@ -4,7 +4,9 @@ from __future__ import annotations
 import copy
 import json
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from app.errors import InvalidRequest
 from app.schemas.json_body import parse_json_body
@@ -12,6 +14,11 @@ from app.schemas.messages import check_messages_body
 
 
 # --- helpers ------------------------------------------------------------------
+
+# pieces of a JSON string's source: escaped backslashes, surrogate escapes high and low (in both
+# cases), other escapes and text that looks like an escape without its backslash
+SURROGATE_PIECES = ["\\\\", "\\", "\\ud83d", "\\uD800", "\\ude00", "\\uDFFF", "\\u0041", "\\n",
+                    "ud800", "udc00", "a", "é"]
 
 def minimal(**overrides) -> dict:
     body = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
@@ -146,6 +153,28 @@ class TestParseJsonBody:
         with pytest.raises(InvalidRequest) as info:
             parse_json_body(raw)
         assert info.value.message.startswith("request body must be valid JSON: lone surrogate")
+
+    def test_lone_surrogate_names_the_first_one(self):
+        with pytest.raises(InvalidRequest) as info:
+            parse_json_body(b'{"a": "\\ud83d\\ude00 \\\\ud800 \\uDC01", "b": "\\ud800"}')
+        assert info.value.message == "request body must be valid JSON: lone surrogate \\udc01 in a string"
+
+    @hypothesis.settings(max_examples=400, deadline=None)
+    @hypothesis.given(st.lists(st.sampled_from(SURROGATE_PIECES), max_size=12))
+    def test_lone_surrogates_found_as_the_decoder_reads_the_escapes(self, pieces):
+        """The scan of the text agrees with what the decoder builds: a body is refused exactly when
+        one of its decoded strings holds a surrogate code point (which UTF-8 cannot encode)."""
+        raw = ('{"k": "' + "".join(pieces) + '"}').encode()
+        try:
+            decoded = json.loads(raw)["k"]
+        except ValueError:
+            return  # not JSON (a trailing lone backslash): another check's business
+        lone = any(0xD800 <= ord(char) <= 0xDFFF for char in decoded)
+        if lone:
+            with pytest.raises(InvalidRequest, match="lone surrogate"):
+                parse_json_body(raw)
+        else:
+            assert parse_json_body(raw) == {"k": decoded}
 
     @pytest.mark.parametrize("raw,kind", [(b"[]", "an array"), (b"[1, 2]", "an array"), (b'"s"', "a string"),
                                           (b"1", "a number"), (b"null", "null"), (b"true", "a boolean")])

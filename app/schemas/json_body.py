@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import NoReturn
 
 from ..errors import InvalidRequest
 
@@ -20,20 +21,38 @@ def _no_constant(name: str):
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def _check_surrogates(body, text: str) -> None:
-    """Anthropic rejects lone UTF-16 surrogate escapes ("no low surrogate in
-    string"); Python's json accepts them. Only bodies holding a surrogate
-    escape at all (rare: JS clients send astral characters as raw UTF-8) pay
-    for the exact check; escaped pairs decode to one character and pass."""
-    if _SURROGATE_ESCAPE.search(text) is None:
-        return
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as error:
-        char = error.object[error.start]
-        raise InvalidRequest(
-            f"request body must be valid JSON: lone surrogate \\u{ord(char):04x} in a string"
-        ) from None
+def _check_surrogates(text: str) -> None:
+    """Anthropic rejects lone UTF-16 surrogate escapes ("no low surrogate in string"); Python's
+    json accepts them. Called on text that parsed, so every backslash outside a string is absent
+    and escapes read left to right: a `\\u` preceded by an even run of backslashes is an escape
+    (an odd run makes it text after an escaped backslash). A high one directly followed by a low
+    one is a pair, as the decoder reads it; any other is lone. Only the surrogate escapes are
+    visited (rare: JS clients send astral characters as raw UTF-8), never the body's strings."""
+    pending = -1  # where a low escape would complete the last high one
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        start = match.start()
+        run = 0
+        while start - run > 0 and text[start - run - 1] == "\\":
+            run += 1
+        if run % 2:
+            continue  # text, not an escape
+        high = match.group()[3] in "89abAB"
+        if pending >= 0:
+            if not high and start == pending:
+                pending = -1
+                continue
+            _lone(text, pending - 6)
+        if high:
+            pending = match.end()
+        else:
+            _lone(text, start)
+    if pending >= 0:
+        _lone(text, pending - 6)
+
+
+def _lone(text: str, at: int) -> NoReturn:
+    raise InvalidRequest(f"request body must be valid JSON: lone surrogate \\u{text[at + 2:at + 6].lower()} "
+                         f"in a string")
 
 
 def _unique_keys(pairs: list) -> dict:
@@ -111,7 +130,7 @@ def parse_json_body(raw: bytes) -> dict:
     try:
         body = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
         if isinstance(body, dict):
-            _check_surrogates(body, text)
+            _check_surrogates(text)
     except RecursionError:
         raise InvalidRequest("request body must be valid JSON: nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, _no_constant, int digit limit
