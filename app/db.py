@@ -74,8 +74,10 @@ class PostgresPool(PooledPostgresqlDatabase):
     """peewee pings (`SELECT 1`) every pooled connection it hands out: one more round trip for
     each checkout, and the settlement writer checks out for every batch. A connection given back
     idle less than PING_IDLE_S ago was working then and is handed out as it is; one idle longer
-    (where a restarted or failed-over server shows up) is still pinged, and a broken connection
-    that slips through fails its statement, which the writer spools and the request turns into a 503."""
+    (where a restarted or failed-over server shows up) is still pinged. A broken connection that
+    slips through fails its statement (the writer spools, a request gets a 503), and the pool then
+    trusts none of its idle connections without a ping: after an outage one statement fails, not
+    one per pooled connection."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,7 +91,11 @@ class PostgresPool(PooledPostgresqlDatabase):
         return super()._is_closed(conn)
 
     def _close(self, conn, close_conn=False):
+        broken = bool(conn.closed)  # it failed in use: the server went away (restart, failover, outage)
         super()._close(conn, close_conn)
+        if broken:  # so every idle connection given back before is pinged before it is used again
+            self._returned.clear()
+            return
         if close_conn:
             self._returned.pop(id(conn), None)
             return

@@ -1,5 +1,6 @@
 """The PostgreSQL pool hands a connection given back moments ago out without peewee's `SELECT 1`
-ping, and still pings (and replaces) one that sat idle, where a restarted server shows up."""
+ping, and still pings (and replaces) one that sat idle, where a restarted server shows up, or
+any, once one of them was found broken."""
 from __future__ import annotations
 
 import psycopg2
@@ -52,3 +53,32 @@ def test_an_idle_connection_is_pinged_and_a_dead_one_replaced(pool, monkeypatch)
     admin.close()
     fresh = checkout(pool, "SELECT 'after'")
     assert fresh != pid  # the ping found the server had closed it; a new one was made
+
+
+def terminate(pids) -> None:
+    with psycopg2.connect(PG_URL) as admin, admin.cursor() as cursor:
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    admin.close()
+
+
+def test_once_a_connection_is_found_broken_the_others_are_pinged():
+    """The server went away while two connections sat in the pool, given back moments ago: the
+    first borrow fails, and the second is pinged, found dead and replaced instead of failing too
+    (the settlement writer spooled one batch per pooled connection after an outage)."""
+    database = open_database(PG_URL, pool_size=2)
+    try:
+        held = [database._connect(), database._connect()]  # noqa: SLF001 (two borrowed at once)
+        pids = {conn.get_backend_pid() for conn in held}
+        for conn in held:
+            database._close(conn)  # noqa: SLF001 (given back: both in the pool, fresh)
+        assert len(pids) == 2
+        terminate(pids)
+        with pytest.raises(Exception, match="server closed the connection"):
+            with database.connection_context():
+                database.execute_sql("SELECT 'first'")
+        with database.connection_context():
+            database.execute_sql("SELECT 'second'")
+            assert database.connection().get_backend_pid() not in pids
+    finally:
+        database.close_all()
