@@ -120,3 +120,30 @@ def test_a_settlement_during_an_outage_is_written_later_exactly_once(client, adm
     assert client.post("/v1/messages", json=BODY, headers=headers).status_code == 200
     assert RequestLog.select().count() == 4  # the replayed duplicate was skipped, not charged twice
     assert ApiKey.get_by_id(key["id"]).used_tokens == 4 * 110
+
+
+def test_a_quiet_worker_writes_what_it_spooled_without_waiting_for_a_request(client, admin, upstream):
+    """The writer, idle, writes the spool once the database takes it again: the row and charge of
+    a request settled during an outage appear although no other request comes."""
+    from tests.support.waiting import wait_until
+
+    writer = services(client.application).relay.ledger.writer
+    writer.idle_s = 0.2  # IDLE_S is 5 s; the writer reads it before each wait
+    anthropic_channel(admin, upstream)
+    upstream.set_default(json_answer(anthropic_message(usage=USAGE)))
+    key = admin.create_key(name="k")
+    headers = {"x-api-key": key["key"]}
+    assert client.post("/v1/messages", json=BODY, headers=headers).status_code == 200  # warms the key cache
+
+    spool = services(client.application).relay.ledger.spool
+    db.execute_sql("ALTER TABLE request_log RENAME TO request_log_away")
+    try:
+        resp = client.post("/v1/messages", json=BODY, headers=headers)
+        assert resp.status_code == 200 and spool.pending()
+        assert not wait_until(lambda: not spool.pending(), 1.0)  # idle retries while it is away keep it
+    finally:
+        db.execute_sql("ALTER TABLE request_log_away RENAME TO request_log")
+    assert wait_until(lambda: not spool.pending(), 5.0)
+    row = RequestLog.get(RequestLog.request_id == resp.headers["request-id"])
+    assert (row.input_tokens, row.output_tokens, row.status) == (100, 10, 200)
+    assert ApiKey.get_by_id(key["id"]).used_tokens == 2 * 110

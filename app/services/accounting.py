@@ -122,7 +122,7 @@ class Ledger:
         self.prices = prices
         self.spool = spool
         self._statements: tuple[str, str, str, tuple] | None = None
-        self.writer = SettlementWriter(self.write_batch)
+        self.writer = SettlementWriter(self.write_batch, on_idle=self.replay_spool)
         self._journaled: set[str] = set()  # journal entries committed and not settled yet (writer thread only)
         self.sweeper = Sweeper(self)
         self.clock = utcnow  # naive UTC now: a row's created_at, hence its budget period (tests inject one)
@@ -202,11 +202,17 @@ class Ledger:
                 "journal_entries_dropped": len(journal),
                 "error": type(exc).__name__, "detail": str(exc)[:200], "spool": self.spool.path}})
             return [0] * len(rows)
+        self.replay_spool()
+        return costs
+
+    def replay_spool(self) -> None:
+        """Write what was spooled while the database was away: after each batch that went through,
+        and when the writer is idle (so a quiet worker's rows do not wait for its next request).
+        Writer thread only."""
         if self.spool.pending():
             written = self.spool.drain(lambda r: self._write(r, replay=True))
             if written:
                 log.warning("spooled settlements written", extra={"fields": {"rows": written}})
-        return costs
 
     def _journal_writes(self, journal: Sequence[dict], settled: list[dict]) -> None:
         """Inside the batch's transaction: forget the settled requests' entries written by earlier

@@ -9,7 +9,9 @@ the budget check never misses a charge.
 
 `flush()` waits until everything queued so far is written; `close()` (also
 registered with atexit, so a gracefully stopping worker writes its tail)
-flushes and stops the thread.
+flushes and stops the thread. A thread with nothing queued for IDLE_S runs
+`on_idle` (the ledger writes what it spooled while the database was away, so
+a quiet worker does not keep it until its next request).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ log = logging.getLogger("octorelay.accounting")
 
 _STOP = object()
 WINDOW_S = 0.01  # a batch gathers rows this long after its first one
+IDLE_S = 5.0  # with nothing queued this long, on_idle runs
 
 
 class SettlementWriter:
@@ -35,8 +38,10 @@ class SettlementWriter:
     """
 
     def __init__(self, write_batch: Callable[[list[dict]], list[int]], *, max_batch: int = 100,
-                 window_s: float = WINDOW_S):
+                 window_s: float = WINDOW_S, on_idle: Callable[[], None] | None = None):
         self._write_batch = write_batch
+        self._on_idle = on_idle
+        self.idle_s = IDLE_S
         self._max_batch = max_batch
         self._window_s = window_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -91,7 +96,11 @@ class SettlementWriter:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle_s) if self._on_idle else self._queue.get()
+            except queue.Empty:
+                self._idle()
+                continue
             batch, stop = [], item is _STOP
             if not stop:
                 batch.append(item)
@@ -116,6 +125,14 @@ class SettlementWriter:
                 self._write(batch)
             if stop:
                 return
+
+    def _idle(self) -> None:
+        if self._on_idle is None:
+            return
+        try:
+            self._on_idle()
+        except Exception:  # like write_batch, on_idle handles an outage itself: this is a bug
+            log.exception("settlement writer: idle work failed")
 
     def _drain_here(self) -> None:
         batch = []
