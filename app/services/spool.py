@@ -74,6 +74,8 @@ class Spool:
                         self._reject(row)
                     except Exception:
                         left.append(row)
+                if len(left) == len(rows):
+                    return 0  # nothing written nor set aside (still away): the file stays as it is
                 fh.seek(0)
                 fh.truncate()
                 fh.writelines(json.dumps(row, separators=(",", ":")) + "\n" for row in left)
