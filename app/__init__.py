@@ -48,7 +48,7 @@ def create_app(config: Mapping[str, str] | Settings | None = None) -> Flask:
     services = AppServices(
         secrets=box, upstream_policy=policy,
         key_cache=KeyCache(ttl=settings.key_cache_ttl_s, feed=feed), redis=redis_client,
-        admin_guard=AdminGuard(settings.redis_url, settings.trusted_proxies, redis_client=redis_client), relay=relay,
+        admin_guard=AdminGuard(redis_client, settings.trusted_proxies), relay=relay,
         refusals=RefusalLog(relay.ledger, settings.refusal_log_per_min))
     attach(app, services)
     services.database = db.init_app(app, settings)
@@ -69,7 +69,7 @@ def _relay(settings: Settings, box, redis_client, policy, feed):
 
     http = HttpTransport(pool_size=settings.threads, max_body_bytes=int(settings.max_upstream_body_mb * 2 ** 20))
     transports = build_transports(http)  # channel type -> transport
-    limiter = Limiter(settings.redis_url, redis_client, fail_open=settings.limits_fail_open,
+    limiter = Limiter(redis_client, fail_open=settings.limits_fail_open,
                       lease_ttl_s=settings.lease_ttl_s)
     ledger = Ledger(PriceBook(feed), Spool(spool_path(settings.database_url, settings.spool_dir)))
     directory = ChannelDirectory(box, ttl=settings.key_cache_ttl_s, policy=policy, feed=feed)

@@ -28,12 +28,12 @@ FAILURES_PER_MINUTE = 10
 
 
 class AdminGuard:
-    def __init__(self, redis_url: str | None, trusted_proxies: tuple[str, ...] = ("127.0.0.1",),
-                 per_minute: int = FAILURES_PER_MINUTE, redis_client=None):
+    def __init__(self, redis_client=None, trusted_proxies: tuple[str, ...] = ("127.0.0.1",),
+                 per_minute: int = FAILURES_PER_MINUTE):
         self._item = RateLimitItemPerMinute(per_minute)
-        self._memory = SlidingWindowCounterRateLimiter(window_storage(None))
-        self._shared = SlidingWindowCounterRateLimiter(
-            window_storage(redis_url, redis_client)) if redis_url else None
+        self._memory = SlidingWindowCounterRateLimiter(window_storage())
+        self._shared = (SlidingWindowCounterRateLimiter(window_storage(redis_client))
+                        if redis_client is not None else None)
         self._trusted = trusted_proxies
         self._noted: dict[str, float] = {}  # address -> when this process last logged its throttling
         self._lock = threading.Lock()

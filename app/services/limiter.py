@@ -57,15 +57,13 @@ class Estimate:
     tokens: int = 0
 
 
-def window_storage(redis_url: str | None, redis_client=None) -> RedisStorage | MemoryStorage:
+def window_storage(redis_client=None) -> RedisStorage | MemoryStorage:
     """limits' storage for sliding windows: Redis through the app's own client's connection pool
-    (one pool per worker, closed with the app; its timeouts are the client's), or this process's
-    memory without a Redis URL."""
-    if not redis_url:
-        return MemoryStorage()
+    (one pool per worker, closed with the app; the pool says where and with which timeouts, the
+    URI only names the driver), or this process's memory without Redis."""
     if redis_client is None:
-        raise ValueError("a Redis URL needs the app's Redis client")
-    return RedisStorage(redis_url, connection_pool=redis_client.connection_pool)
+        return MemoryStorage()
+    return RedisStorage("redis://", connection_pool=redis_client.connection_pool)
 
 
 @dataclass
@@ -80,12 +78,13 @@ class Admission:
 
 
 class Limiter:
-    def __init__(self, redis_url: str | None, redis_client=None, *, fail_open: bool = False,
+    def __init__(self, redis_client=None, *, fail_open: bool = False,
                  lease_ttl_s: float = LEASE_TTL_S):
         self.lease_ttl = lease_ttl_s
         self.lease_refresh = lease_ttl_s / 3  # live streams renew their leases this often
-        self._storage = window_storage(redis_url, redis_client)  # tpm is counted in a sliding window
-        self._leases: RedisLeases | MemoryLeases = RedisLeases(redis_client) if redis_url else MemoryLeases()
+        self._storage = window_storage(redis_client)  # tpm is counted in a sliding window
+        self._leases: RedisLeases | MemoryLeases = (RedisLeases(redis_client) if redis_client is not None
+                                                    else MemoryLeases())
         self._windows = SlidingWindowCounterRateLimiter(self._storage)
         self.fail_open = fail_open
         self._live: dict[int, Admission] = {}  # admissions holding leases, renewed in the background
